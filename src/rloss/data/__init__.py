@@ -1,0 +1,1 @@
+"""Datasets and DataModules: VOC scribbles, synthetic demo data, data preparation."""

@@ -1,0 +1,30 @@
+"""PASCAL VOC class names, colour palette and the special label values."""
+
+from __future__ import annotations
+
+IGNORE_INDEX: int = 255
+"""Label of unlabeled pixels (scribbles) and of object boundaries (VOC full masks)."""
+
+PAD_INDEX: int = 254
+"""Label of pixels added by padding during cropping; excluded from every loss (outside the ROI)."""
+
+VOC_CLASSES: tuple[str, ...] = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
+    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
+    "sheep", "sofa", "train", "tvmonitor",
+)
+
+
+def voc_palette() -> list[int]:
+    """The standard 256-entry VOC colour map as a flat [r, g, b, ...] list for PIL 'P' images."""
+    palette = []
+    for index in range(256):
+        r = g = b = 0
+        c = index
+        for shift in range(7, -1, -1):
+            r |= ((c >> 0) & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        palette.extend((r, g, b))
+    return palette

@@ -1,0 +1,37 @@
+"""Pluggable regularized losses, built by name from :data:`REGISTRY`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rloss.regularizers.base import Regularizer
+from rloss.regularizers.densecrf import DenseCRFLoss
+from rloss.regularizers.ncut import NormalizedCutLoss
+from rloss.regularizers.size import SizeLoss
+
+REGISTRY: dict[str, type[Regularizer]] = {
+    "densecrf": DenseCRFLoss,
+    "ncut": NormalizedCutLoss,
+    "size": SizeLoss,
+}
+
+
+def build_regularizer(name: str, **kwargs: Any) -> Regularizer:
+    """Build the regularizer registered as ``name`` (e.g. ``"densecrf"``) with ``kwargs``."""
+    try:
+        cls = REGISTRY[name.lower()]
+    except KeyError:
+        raise ValueError(
+            f"unknown regularizer {name!r}; registered names: {', '.join(sorted(REGISTRY))}"
+        ) from None
+    return cls(**kwargs)
+
+
+__all__ = [
+    "REGISTRY",
+    "DenseCRFLoss",
+    "NormalizedCutLoss",
+    "Regularizer",
+    "SizeLoss",
+    "build_regularizer",
+]

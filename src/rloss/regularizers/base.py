@@ -1,0 +1,50 @@
+"""The interface every regularizer implements, and the input checks they share."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from rloss.validation import check_images, check_probs, check_roi
+
+
+class Regularizer(nn.Module):
+    """A weighted regularized-loss term R(S, image).
+
+    Subclasses implement :meth:`energy`; :meth:`forward` returns ``weight * energy``.
+    All regularizers take the same inputs so a YAML list of them configures a run:
+
+    - ``images``: (B, 3, H, W) float RGB in 0..255 (denormalized crops).
+    - ``probs``: (B, K, H, W) soft masks S, summing to 1 over K at ROI pixels.
+    - ``roi``: (B, H, W) bool, pixels that take part (padding excluded); None = all.
+    - ``labels``: optional (B, H, W) int64 scribbles (255 unlabeled, 254 padding),
+      used by regularizers that need them (size bounds from scribbles or tags).
+    """
+
+    def __init__(self, weight: float = 1.0) -> None:
+        super().__init__()
+        self.weight = float(weight)
+
+    def energy(
+        self, images: Tensor, probs: Tensor, roi: Tensor | None = None, labels: Tensor | None = None
+    ) -> Tensor:
+        """Unweighted scalar energy (mean over the images of the batch)."""
+        raise NotImplementedError
+
+    def forward(
+        self, images: Tensor, probs: Tensor, roi: Tensor | None = None, labels: Tensor | None = None
+    ) -> Tensor:
+        return self.weight * self.energy(images, probs, roi, labels)
+
+    @staticmethod
+    def prepare_inputs(images: Tensor, probs: Tensor, roi: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Validate inputs; return (probs with S = 0 outside the ROI, roi as bool (B, H, W))."""
+        check_images(images, "images")
+        check_probs(probs, images, "probs")
+        roi = check_roi(roi, probs, "roi")
+        probs = probs * roi.unsqueeze(1).to(probs.dtype)
+        check_probs(probs, images, "probs", roi=roi)
+        return probs, roi
+
+    def extra_repr(self) -> str:
+        return f"weight={self.weight:g}"
