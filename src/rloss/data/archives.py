@@ -1,0 +1,78 @@
+"""Safe extraction of tar and zip archives.
+
+Every member is checked before anything is written: absolute paths, ``..`` components,
+links that point outside the destination and device/FIFO members are rejected, so an
+archive can only create files below the destination folder.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import sys
+import tarfile
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from tqdm import tqdm
+
+
+class UnsafeArchiveError(ValueError):
+    """An archive member would be written outside the destination folder (or is not a plain file)."""
+
+
+class UnknownArchiveError(ValueError):
+    """A file is neither a tar nor a zip archive."""
+
+
+def safe_extract(archive: Path, dest: Path) -> None:
+    """Extract ``archive`` (tar, tar.gz or zip) below ``dest`` after checking every member."""
+    dest.mkdir(parents=True, exist_ok=True)
+    if tarfile.is_tarfile(archive):
+        _extract_tar(archive, dest)
+    elif zipfile.is_zipfile(archive):
+        _extract_zip(archive, dest)
+    else:
+        raise UnknownArchiveError(f"{archive} is neither a tar nor a zip archive")
+
+
+def check_member_name(archive: Path, name: str) -> None:
+    """Raise :class:`UnsafeArchiveError` if ``name`` is absolute or climbs out with ``..``."""
+    path = PurePosixPath(name.replace("\\", "/"))
+    if path.is_absolute() or (path.parts and path.parts[0].endswith(":")) or ".." in path.parts:
+        raise UnsafeArchiveError(f"unsafe member {name!r} in {archive}: absolute paths and '..' are not allowed; "
+                                 "nothing was extracted")
+
+
+def _check_tar_member(archive: Path, member: tarfile.TarInfo) -> None:
+    check_member_name(archive, member.name)
+    if member.issym() or member.islnk():
+        # a symlink's target is relative to its folder, a hard link's to the archive root
+        base = PurePosixPath(member.name).parent if member.issym() else PurePosixPath()
+        target = posixpath.normpath(str(base / member.linkname))
+        if target.startswith(("/", "../")) or target == "..":
+            raise UnsafeArchiveError(f"link {member.name!r} -> {member.linkname!r} in {archive} points outside "
+                                     "the destination; nothing was extracted")
+    elif not (member.isfile() or member.isdir()):
+        raise UnsafeArchiveError(f"member {member.name!r} in {archive} is a device or FIFO; nothing was extracted")
+
+
+def _extract_tar(archive: Path, dest: Path) -> None:
+    with tarfile.open(archive) as tar:
+        members = tar.getmembers()
+        for member in members:
+            _check_tar_member(archive, member)
+        for member in tqdm(members, desc=f"extract {archive.name}", unit="file", file=sys.stderr, leave=False):
+            tar.extract(member, dest, **_TAR_FILTER)
+
+
+def _extract_zip(archive: Path, dest: Path) -> None:
+    with zipfile.ZipFile(archive) as zipped:
+        members = zipped.infolist()
+        for member in members:
+            check_member_name(archive, member.filename)
+        for member in tqdm(members, desc=f"extract {archive.name}", unit="file", file=sys.stderr, leave=False):
+            zipped.extract(member, dest)  # reading a member checks its CRC-32
+
+
+# Python >= 3.10.12 / 3.11.4 also filter tar members themselves (PEP 706); keep the checks above for older ones.
+_TAR_FILTER = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
