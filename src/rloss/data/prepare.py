@@ -38,6 +38,9 @@ from rloss.data.scribbles import ScribbleFormatError, convert_scribble_xml, save
 EXPECTED_SPLIT_SIZES = {"train_aug": 10_582, "val": 1_449}
 """Split sizes produced by the official archives."""
 
+SCRIBBLE_DIR = "VOCdevkit/VOC2012/pascal_2012_scribble"
+"""Folder of the scribble PNG masks, relative to the data root."""
+
 
 @dataclass(frozen=True)
 class ArchiveSpec:
@@ -103,7 +106,7 @@ class Layout:
 
     @property
     def scribble_masks(self) -> Path:
-        return self.voc / "pascal_2012_scribble"
+        return self.root / SCRIBBLE_DIR
 
     @property
     def sbd(self) -> Path:
@@ -152,7 +155,8 @@ class PrepareReport:
 
 def fit_command(root: Path) -> str:
     """The command line that trains on the prepared data."""
-    return f"rloss fit --data rloss.data.voc.VOCScribbleDataModule --data.root {root}"
+    return (f"rloss fit --data rloss.data.voc.VOCScribbleDataModule --data.root {root} "
+            f"--data.scribble_dir {SCRIBBLE_DIR}")
 
 
 def prepare(root: Path, archives: Iterable[ArchiveSpec] = ARCHIVES, from_dir: Path | None = None) -> PrepareReport:
