@@ -3,7 +3,7 @@
 The archives mirror the real ones: ``VOCtrainval_11-May-2012.tar`` holds ``VOCdevkit/VOC2012``
 (JPEG images, palette PNG masks with a 255 boundary band, split lists), ``benchmark.tgz`` holds
 ``benchmark_RELEASE/dataset`` (``cls/*.mat`` with a ``GTcls`` struct whose ``Segmentation`` field
-is the mask, ``train.txt``, ``val.txt``) and ``scribble_annotation.zip`` holds
+is the mask, ``train.txt``, ``val.txt``; ``img/`` and ``inst/`` as placeholders) and ``scribble_annotation.zip`` holds
 ``scribble_annotation/pascal_2012/*.xml`` in the ScribbleSup format.
 """
 
@@ -104,6 +104,8 @@ def build_sbd_tgz(path: Path) -> Path:
             gt = {"Segmentation": sbd_mask(), "Boundaries": np.zeros((1, 1)), "CategoriesPresent": SBD_CLASS}
             scipy.io.savemat(buffer, {"GTcls": gt})
             _add(tar, f"{base}/cls/{image_id}.mat", buffer.getvalue())
+            _add(tar, f"{base}/img/{image_id}.jpg", b"not needed")
+            _add(tar, f"{base}/inst/{image_id}.mat", b"not needed")
         _add(tar, f"{base}/train.txt", _lines(SBD_TRAIN))
         _add(tar, f"{base}/val.txt", _lines(SBD_VAL))
     return path
@@ -196,7 +198,7 @@ def serve(files: Mapping[str, bytes]) -> Iterator[ArchiveServer]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     try:
         yield state

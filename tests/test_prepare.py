@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -61,19 +62,20 @@ def test_full_prepare_over_http(tmp_path: Path, archives: dict[str, Path], capsy
         np.testing.assert_array_equal(read_png(voc / "SegmentationClassAug" / f"{image_id}.png"), expected)
     for image_id in VOC_VAL:
         np.testing.assert_array_equal(read_png(voc / "SegmentationClassAug" / f"{image_id}.png"), voc_mask())
-    assert not (voc / "SegmentationClassAug" / "2008_000009.png").read_bytes() == b""
 
     scribble = read_png(voc / "pascal_2012_scribble" / "2008_000003.png")
     assert scribble.shape == (HEIGHT, WIDTH)
     assert sorted(p.stem for p in (voc / "pascal_2012_scribble").glob("*.png")) == list(ALL_IDS)
     assert len(list((root / "scribble_annotation" / "pascal_2012").glob("*.xml"))) == len(ALL_IDS)
+    sbd = root / "benchmark_RELEASE" / "dataset"
+    assert (sbd / "cls").is_dir() and not (sbd / "img").exists() and not (sbd / "inst").exists()
 
     out = capsys.readouterr().out
     assert f"train_aug      {len(TRAIN_AUG)} images" in out and f"val            {len(VOC_VAL)} images" in out
     coverage = np.mean(scribble != 255)
     assert f"{100 * coverage:.2f}% of their pixels labeled" in out
-    assert f"scribbles: no published checksum" not in out  # pinned by --checksum here
-    assert f"--data.root {root.resolve()}" in out
+    assert "scribbles: no published checksum" not in out  # pinned by --checksum here
+    assert f"rloss fit --data rloss.data.voc.VOCScribbleDataModule --data.root {root.resolve()} " in out
 
 
 def test_scribble_pixels_follow_the_xml_points(tmp_path: Path, archives: dict[str, Path]) -> None:
@@ -224,6 +226,15 @@ def test_second_run_does_no_work(tmp_path: Path, archives: dict[str, Path], caps
     assert len(server.requests) == requests
     assert {path: path.stat().st_mtime_ns for path in root.rglob("*") if path.is_file()} == files
     assert "already prepared, nothing to do" in capsys.readouterr().out
+
+
+def test_rerun_extracts_again_what_was_deleted(tmp_path: Path, archives: dict[str, Path]) -> None:
+    specs = resolve_archives(checksums=pinned(archives))
+    root = prepare(tmp_path / "data", specs, from_dir=archives["voc"].parent).root
+    shutil.rmtree(root / "scribble_annotation")
+    shutil.rmtree(voc_dir(root) / "pascal_2012_scribble")
+    report = prepare(root, specs, from_dir=archives["voc"].parent)
+    assert report.actions == ["extracted scribble_annotation.zip", f"wrote {len(ALL_IDS)} scribble masks"]
 
 
 def test_from_dir_without_the_archive_names_the_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -11,9 +11,14 @@ import posixpath
 import sys
 import tarfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
+from typing import TypeVar
 
 from tqdm import tqdm
+
+
+_Member = TypeVar("_Member", tarfile.TarInfo, zipfile.ZipInfo)
 
 
 class UnsafeArchiveError(ValueError):
@@ -24,13 +29,17 @@ class UnknownArchiveError(ValueError):
     """A file is neither a tar nor a zip archive."""
 
 
-def safe_extract(archive: Path, dest: Path) -> None:
-    """Extract ``archive`` (tar, tar.gz or zip) below ``dest`` after checking every member."""
+def safe_extract(archive: Path, dest: Path, only: tuple[str, ...] = ()) -> None:
+    """Extract ``archive`` (tar, tar.gz or zip) below ``dest`` after checking every member.
+
+    With ``only``, just the members whose names start with one of these prefixes are written
+    (all members are still checked).
+    """
     dest.mkdir(parents=True, exist_ok=True)
     if tarfile.is_tarfile(archive):
-        _extract_tar(archive, dest)
+        _extract_tar(archive, dest, only)
     elif zipfile.is_zipfile(archive):
-        _extract_zip(archive, dest)
+        _extract_zip(archive, dest, only)
     else:
         raise UnknownArchiveError(f"{archive} is neither a tar nor a zip archive")
 
@@ -56,22 +65,26 @@ def _check_tar_member(archive: Path, member: tarfile.TarInfo) -> None:
         raise UnsafeArchiveError(f"member {member.name!r} in {archive} is a device or FIFO; nothing was extracted")
 
 
-def _extract_tar(archive: Path, dest: Path) -> None:
+def _extract_tar(archive: Path, dest: Path, only: tuple[str, ...]) -> None:
     with tarfile.open(archive) as tar:
         members = tar.getmembers()
         for member in members:
             _check_tar_member(archive, member)
-        for member in tqdm(members, desc=f"extract {archive.name}", unit="file", file=sys.stderr, leave=False):
+        for member in tqdm(_selected(members, lambda m: m.name, only), desc=f"extract {archive.name}", unit="file", file=sys.stderr, leave=False):
             tar.extract(member, dest, **_TAR_FILTER)
 
 
-def _extract_zip(archive: Path, dest: Path) -> None:
+def _extract_zip(archive: Path, dest: Path, only: tuple[str, ...]) -> None:
     with zipfile.ZipFile(archive) as zipped:
         members = zipped.infolist()
         for member in members:
             check_member_name(archive, member.filename)
-        for member in tqdm(members, desc=f"extract {archive.name}", unit="file", file=sys.stderr, leave=False):
+        for member in tqdm(_selected(members, lambda m: m.filename, only), desc=f"extract {archive.name}", unit="file", file=sys.stderr, leave=False):
             zipped.extract(member, dest)  # reading a member checks its CRC-32
+
+
+def _selected(members: list[_Member], name: Callable[[_Member], str], only: tuple[str, ...]) -> list[_Member]:
+    return [member for member in members if not only or name(member).startswith(only)]
 
 
 # Python >= 3.10.12 / 3.11.4 also filter tar members themselves (PEP 706); keep the checks above for older ones.

@@ -52,6 +52,8 @@ class ArchiveSpec:
     checksum: Checksum | None
     content: str
     """Path (relative to the root) that extracting the archive must create."""
+    only: tuple[str, ...] = ()
+    """Extract only the members starting with these prefixes (all when empty)."""
 
 
 ARCHIVES: tuple[ArchiveSpec, ...] = (
@@ -63,7 +65,10 @@ ARCHIVES: tuple[ArchiveSpec, ...] = (
     # URL and MD5: the SBD page (Hariharan et al.), as pinned by torchvision's SBDataset.
     ArchiveSpec("sbd", "benchmark.tgz",
                 "https://www2.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/semantic_contours/benchmark.tgz",
-                Checksum("md5", "82b4d87ceb2ed10f6038a1cba92111cb"), "benchmark_RELEASE/dataset"),
+                Checksum("md5", "82b4d87ceb2ed10f6038a1cba92111cb"), "benchmark_RELEASE/dataset",
+                # the class masks and split lists; not the images (VOC has them) nor the instance masks
+                ("benchmark_RELEASE/dataset/cls/", "benchmark_RELEASE/dataset/train.txt",
+                 "benchmark_RELEASE/dataset/val.txt")),
     # The ScribbleSup page (jifengdai.org/downloads/scribble_sup/) links this Dropbox file, also used by the
     # authors' rloss repository (data/pascal_scribble/fetchPascalScribble.sh). No checksum is published for it,
     # so none is pinned: the zip's per-member CRC-32 is checked on extraction, the folder structure is checked
@@ -196,7 +201,7 @@ def _fetch_and_extract(spec: ArchiveSpec, layout: Layout, from_dir: Path | None)
             verify(archive, spec.checksum)
     else:
         download(spec.url, archive, spec.checksum)
-    safe_extract(archive, layout.root)
+    safe_extract(archive, layout.root, spec.only)
     if not (layout.root / spec.content).is_dir():
         raise PrepareError(f"{archive} did not contain {spec.content}/ (is it the right archive?)")
     stamp = {"filename": spec.filename, "checksum": str(spec.checksum),
@@ -206,9 +211,10 @@ def _fetch_and_extract(spec: ArchiveSpec, layout: Layout, from_dir: Path | None)
 
 
 def _read_stamp(layout: Layout, spec: ArchiveSpec) -> dict[str, str] | None:
-    """The record of an earlier extraction of ``spec``, if it was verified against the same checksum."""
+    """The record of an earlier extraction of ``spec``, if it was verified against the same checksum
+    and its content is still there."""
     path = layout.stamps / f"{spec.name}.json"
-    if not path.is_file():
+    if not (path.is_file() and (layout.root / spec.content).is_dir()):
         return None
     stamp = json.loads(path.read_text())
     return stamp if stamp.get("checksum") == str(spec.checksum) else None
@@ -340,7 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rloss data prepare",
         description="Download, verify and convert PASCAL VOC2012 + SBD (train_aug) + ScribbleSup scribbles.",
-        epilog=f"Archive names: {names}.")
+        epilog=f"Archive names: {names}. Checksums are verified whatever the URL, so mirrors are safe, "
+               "e.g. --url voc=http://pjreddie.com/media/files/VOCtrainval_11-May-2012.tar")
     parser.add_argument("--root", type=Path, required=True, help="data folder to fill (created if needed)")
     parser.add_argument("--from-dir", type=Path, help="take the archives from this folder instead of downloading")
     parser.add_argument("--base-url", help="mirror serving all archives under their file names")
