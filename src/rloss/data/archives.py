@@ -41,7 +41,8 @@ def safe_extract(archive: Path, dest: Path, only: tuple[str, ...] = ()) -> None:
     elif zipfile.is_zipfile(archive):
         _extract_zip(archive, dest, only)
     else:
-        raise UnknownArchiveError(f"{archive} is neither a tar nor a zip archive")
+        raise UnknownArchiveError(f"{archive} is neither a tar nor a zip archive (a truncated or corrupt download? "
+                                  "delete it and run again)")
 
 
 def check_member_name(archive: Path, name: str) -> None:
@@ -70,7 +71,7 @@ def _extract_tar(archive: Path, dest: Path, only: tuple[str, ...]) -> None:
         members = tar.getmembers()
         for member in members:
             _check_tar_member(archive, member)
-        for member in tqdm(_selected(members, lambda m: m.name, only), desc=f"extract {archive.name}", unit="file", file=sys.stderr, leave=False):
+        for member in _bar(_selected(members, lambda m: m.name, only), archive):
             tar.extract(member, dest, **_TAR_FILTER)
 
 
@@ -79,12 +80,16 @@ def _extract_zip(archive: Path, dest: Path, only: tuple[str, ...]) -> None:
         members = zipped.infolist()
         for member in members:
             check_member_name(archive, member.filename)
-        for member in tqdm(_selected(members, lambda m: m.filename, only), desc=f"extract {archive.name}", unit="file", file=sys.stderr, leave=False):
+        for member in _bar(_selected(members, lambda m: m.filename, only), archive):
             zipped.extract(member, dest)  # reading a member checks its CRC-32
 
 
 def _selected(members: list[_Member], name: Callable[[_Member], str], only: tuple[str, ...]) -> list[_Member]:
     return [member for member in members if not only or name(member).startswith(only)]
+
+
+def _bar(members: list[_Member], archive: Path) -> tqdm:
+    return tqdm(members, desc=f"extract {archive.name}", unit="file", file=sys.stderr, leave=False)
 
 
 # Python >= 3.10.12 / 3.11.4 also filter tar members themselves (PEP 706); keep the checks above for older ones.

@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shlex
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -160,7 +161,7 @@ class PrepareReport:
 
 def fit_command(root: Path) -> str:
     """The command line that trains on the prepared data."""
-    return (f"rloss fit --data rloss.data.voc.VOCScribbleDataModule --data.root {root} "
+    return (f"rloss fit --data rloss.data.voc.VOCScribbleDataModule --data.root {shlex.quote(str(root))} "
             f"--data.scribble_dir {SCRIBBLE_DIR}")
 
 
