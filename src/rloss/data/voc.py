@@ -1,0 +1,159 @@
+"""PASCAL VOC2012 (+SBD train_aug) with ScribbleSup scribbles as PNG masks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from rloss.data.base import SegmentationDataModule, read_image, read_label
+from rloss.data.constants import IGNORE_INDEX, VOC_CLASSES
+from rloss.data.transforms import apply_transform, train_transform
+
+VOC_DIR = Path("VOCdevkit/VOC2012")
+DEFAULT_SCRIBBLE_DIR = "VOCdevkit/VOC2012/pascal_2012_scribble"
+"""Scribble PNG folder relative to the root, as ``rloss data prepare`` writes it."""
+
+
+def layout_help(root: Path, scribble_dir: Path) -> str:
+    """The expected directory layout under ``root`` and the command that prepares it."""
+    voc = root / VOC_DIR
+    return (
+        f"expected layout:\n"
+        f"  {voc}/JPEGImages/<name>.jpg\n"
+        f"  {voc}/SegmentationClassAug/<name>.png   (full masks, 255 = ignore)\n"
+        f"  {voc}/ImageSets/Segmentation/{{train_aug,val}}.txt   (one <name> a line)\n"
+        f"  {scribble_dir}/<name>.png   (class id on scribbles, 255 elsewhere)\n"
+        f"prepare it with: rloss data prepare --root {root}"
+    )
+
+
+class VOCScribbleDataset(Dataset):
+    """The images of one split list, with scribbles (or none) and full masks.
+
+    Args:
+        root: folder holding ``VOCdevkit/VOC2012``.
+        split: name of a list in ``ImageSets/Segmentation`` (``train_aug``, ``val``).
+        scribble_dir: folder of scribble PNGs; None gives all-unlabeled scribbles (255).
+        num_classes: labels must hold ids < num_classes (or 254/255).
+        transform: joint v2 transform of the item (None: whole image).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        split: str,
+        scribble_dir: Path | None,
+        num_classes: int,
+        transform: v2.Transform | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.voc = self.root / VOC_DIR
+        self.scribble_dir = scribble_dir
+        self.num_classes = num_classes
+        self.transform = transform
+        list_file = self.voc / "ImageSets" / "Segmentation" / f"{split}.txt"
+        help_text = layout_help(self.root, scribble_dir or self.root / DEFAULT_SCRIBBLE_DIR)
+        if not list_file.is_file():
+            raise FileNotFoundError(f"VOC split list {list_file} not found under root {self.root}\n{help_text}")
+        self.names = [line.split()[0] for line in list_file.read_text().splitlines() if line.strip()]
+        if not self.names:
+            raise ValueError(f"{list_file} lists no image")
+        missing = [p for name in self.names for p in self._paths(name).values() if not p.is_file()]
+        if missing:
+            shown = "\n".join(f"  {p}" for p in missing[:5])
+            raise FileNotFoundError(
+                f"{len(missing)} file(s) of split {split!r} ({list_file}) are missing, e.g.:\n"
+                f"{shown}\n{help_text}"
+            )
+
+    def _paths(self, name: str) -> dict[str, Path]:
+        paths = {
+            "image": self.voc / "JPEGImages" / f"{name}.jpg",
+            "mask": self.voc / "SegmentationClassAug" / f"{name}.png",
+        }
+        if self.scribble_dir is not None:
+            paths["scribble"] = self.scribble_dir / f"{name}.png"
+        return paths
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        name = self.names[index]
+        paths = self._paths(name)
+        image = read_image(paths["image"])
+        size = image.shape[-2:]
+        mask = read_label(paths["mask"], self.num_classes, size)
+        if "scribble" in paths:
+            scribble = read_label(paths["scribble"], self.num_classes, size)
+        else:
+            scribble = torch.full_like(mask, IGNORE_INDEX)
+        item = {"image": image, "scribble": scribble, "mask": mask, "name": name}
+        return apply_transform(self.transform, item)
+
+
+class VOCScribbleDataModule(SegmentationDataModule):
+    """VOC2012 scribble-supervised segmentation: train on ``train_split`` crops, validate
+    and test on whole images of ``val_split``/``test_split`` with their full masks.
+
+    Args:
+        root: folder holding ``VOCdevkit/VOC2012`` (see :func:`layout_help`).
+        scribble_dir: scribble PNG folder, relative to ``root`` unless absolute.
+        crop_size: training crop (the paper: 513).
+        scale_range: random scale factors of the training images.
+        train_split, val_split, test_split: list names in ``ImageSets/Segmentation``.
+        Others: see :class:`SegmentationDataModule`.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        scribble_dir: str = DEFAULT_SCRIBBLE_DIR,
+        crop_size: int = 513,
+        scale_range: tuple[float, float] = (0.5, 2.0),
+        train_split: str = "train_aug",
+        val_split: str = "val",
+        test_split: str = "val",
+        batch_size: int = 12,
+        val_batch_size: int = 1,
+        num_workers: int = 4,
+        predict_dir: str | None = None,
+        num_classes: int = len(VOC_CLASSES),
+        class_names: Sequence[str] | None = VOC_CLASSES,
+    ) -> None:
+        super().__init__(num_classes, class_names, batch_size, val_batch_size, num_workers, predict_dir)
+        self.root = Path(root)
+        self.scribble_dir = self.root / scribble_dir
+        self.crop_size = crop_size
+        self.scale_range = scale_range
+        self.train_split = train_split
+        self.val_split = val_split
+        self.test_split = test_split
+
+    def _check_root(self) -> None:
+        if not (self.root / VOC_DIR).is_dir():
+            raise FileNotFoundError(
+                f"VOC dataset root {self.root} has no {VOC_DIR}\n{layout_help(self.root, self.scribble_dir)}"
+            )
+
+    def _dataset(self, split: str, train: bool = False) -> VOCScribbleDataset:
+        transform = train_transform(self.crop_size, self.scale_range) if train else None
+        return VOCScribbleDataset(
+            self.root, split, self.scribble_dir if train else None, self.num_classes, transform
+        )
+
+    def setup(self, stage: str) -> None:
+        if stage == "predict":
+            return
+        self._check_root()
+        if stage == "fit":
+            self.train_dataset = self._dataset(self.train_split, train=True)
+        if stage in ("fit", "validate"):
+            self.val_dataset = self._dataset(self.val_split)
+        if stage == "test":
+            self.test_dataset = self._dataset(self.test_split)

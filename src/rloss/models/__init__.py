@@ -1,0 +1,6 @@
+"""The LightningModule and the backbone factory."""
+
+from rloss.models.backbones import SegmentationNet, backbone_names, build_backbone
+from rloss.models.segmentation import ScribbleSegmentation
+
+__all__ = ["ScribbleSegmentation", "SegmentationNet", "backbone_names", "build_backbone"]

@@ -1,0 +1,189 @@
+"""The LightningModule: a segmentation network trained with pCE + weighted regularizers."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.loggers import WandbLogger
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+
+from rloss.data.constants import IGNORE_INDEX, PAD_INDEX
+from rloss.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from rloss.losses import partial_cross_entropy
+from rloss.models.backbones import build_backbone
+from rloss.regularizers import Regularizer
+
+Supervision = Literal["scribble", "full"]
+
+
+def term_names(regularizers: Sequence[nn.Module]) -> list[str]:
+    """Log names of the regularizer terms: class names, numbered when a class repeats."""
+    names = [type(r).__name__ for r in regularizers]
+    counts = Counter(names)
+    seen: Counter[str] = Counter()
+    out = []
+    for name in names:
+        seen[name] += 1
+        out.append(f"{name}_{seen[name]}" if counts[name] > 1 else name)
+    return out
+
+
+def load_network_weights(path: str | Path) -> dict[str, Tensor]:
+    """The network weights (``net.*`` keys, prefix removed) of a ScribbleSegmentation checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--model.init_weights: checkpoint {path} not found")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state)
+    weights = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
+    if not weights:
+        raise ValueError(
+            f"--model.init_weights: {path} holds no network weights ('net.*' keys); "
+            "expected a checkpoint written by rloss fit"
+        )
+    return weights
+
+
+class ScribbleSegmentation(pl.LightningModule):
+    """Semantic segmentation from scribbles with regularized losses.
+
+    loss = pCE(logits, labels) + sum_r r(images, softmax(logits), roi, scribbles), where labels
+    are the scribbles (``supervision="scribble"``) or the full masks (``"full"``), images are the
+    raw RGB 0..255 batch and roi = pixels that are not padding (label 254).
+
+    Args:
+        num_classes: K (linked from the DataModule by the CLI).
+        backbone: a name of :func:`rloss.models.backbones.build_backbone`.
+        weights_backbone: ``"imagenet"``, None (random init) or a family-specific weight name.
+        regularizers: weighted regularizer terms (``rloss.regularizers``), each with its weight.
+        supervision: train on ``"scribble"`` or on ``"full"`` masks.
+        init_weights: checkpoint whose network weights start the run (phase-2 fine-tuning);
+            unlike ``--ckpt_path`` it restores no optimizer, step or epoch.
+        lr: base learning rate (backbone); the head gets ``lr * head_lr_mult``.
+        momentum, weight_decay: SGD settings.
+        poly_power: the LR decays as ``(1 - step / max_steps) ** poly_power`` per step.
+        class_names: K names for per-class IoU (linked from the DataModule by the CLI).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 21,
+        backbone: str = "deeplabv3plus_mobilenet_v2",
+        weights_backbone: str | None = "imagenet",
+        regularizers: list[Regularizer] | None = None,
+        supervision: Supervision = "scribble",
+        init_weights: str | None = None,
+        lr: float = 0.007,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        head_lr_mult: float = 10.0,
+        poly_power: float = 0.9,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__()
+        if supervision not in ("scribble", "full"):
+            raise ValueError(f"supervision must be 'scribble' or 'full', got {supervision!r}")
+        self.save_hyperparameters(ignore=["regularizers"])
+        self.net = build_backbone(backbone, num_classes, weights_backbone)
+        if init_weights is not None:
+            self.net.load_state_dict(load_network_weights(init_weights))
+        self.regularizers = nn.ModuleList(regularizers or [])
+        self.term_names = term_names(self.regularizers)
+        self.target_key = "scribble" if supervision == "scribble" else "mask"
+        self.class_names = list(class_names) if class_names is not None else [str(k) for k in range(num_classes)]
+        if len(self.class_names) != num_classes:
+            raise ValueError(f"class_names has {len(self.class_names)} names; expected num_classes={num_classes}")
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255, persistent=False)
+        self.metrics = nn.ModuleDict({stage: self._metrics(num_classes) for stage in ("val", "test")})
+
+    @staticmethod
+    def _metrics(num_classes: int) -> MetricCollection:
+        common = {"num_classes": num_classes, "ignore_index": IGNORE_INDEX, "validate_args": False}
+        return MetricCollection(
+            {
+                "mIoU": MulticlassJaccardIndex(average="macro", **common),
+                "IoU": MulticlassJaccardIndex(average="none", **common),
+                "pixel_acc": MulticlassAccuracy(average="micro", **common),
+            }
+        )
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Logits (B,K,H,W) of raw RGB 0..255 images (B,3,H,W)."""
+        return self.net((images - self.mean) / self.std)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        images = batch["image"]
+        logits = self(images)
+        terms = {"pce": partial_cross_entropy(logits, batch[self.target_key])}
+        if len(self.regularizers):
+            probs = logits.float().softmax(dim=1)
+            roi = batch["mask"] != PAD_INDEX
+            for name, regularizer in zip(self.term_names, self.regularizers):
+                terms[name] = regularizer(images, probs, roi, batch["scribble"])
+        loss = torch.stack([t.to(logits.dtype) for t in terms.values()]).sum()
+        batch_size = images.shape[0]
+        self.log_dict({f"train/loss_{k}": v for k, v in terms.items()}, batch_size=batch_size)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        return loss
+
+    def _evaluate(self, batch: dict[str, Any], stage: str) -> None:
+        logits = self(batch["image"])
+        target = batch["mask"].masked_fill(batch["mask"] == PAD_INDEX, IGNORE_INDEX)
+        loss = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX)
+        if (target != IGNORE_INDEX).any():
+            self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=target.shape[0])
+        self.metrics[stage].update(logits.argmax(dim=1), target)
+
+    def _log_metrics(self, stage: str) -> None:
+        scores = self.metrics[stage].compute()
+        self.metrics[stage].reset()
+        self.log(f"{stage}/mIoU", scores["mIoU"], prog_bar=True)
+        self.log(f"{stage}/pixel_acc", scores["pixel_acc"])
+        self.log_dict({f"{stage}/IoU/{n}": v for n, v in zip(self.class_names, scores["IoU"])})
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """{"masks": uint8 (B,H,W) class ids, "names": list, "sizes": (B,2) H, W before padding}."""
+        images = batch["image"]
+        sizes = batch.get("size", torch.tensor(images.shape[-2:]).expand(images.shape[0], 2))
+        masks = self(images).argmax(dim=1).to(torch.uint8)
+        return {"masks": masks, "names": batch["name"], "sizes": sizes}
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        backbone, head = self.net.parameter_groups()
+        optimizer = torch.optim.SGD(
+            [{"params": backbone, "lr": hp.lr}, {"params": head, "lr": hp.lr * hp.head_lr_mult}],
+            lr=hp.lr,
+            momentum=hp.momentum,
+            weight_decay=hp.weight_decay,
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=total, power=hp.poly_power)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record the W&B run id so that resuming this checkpoint continues the same run."""
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger) and logger.version:
+                checkpoint["wandb_run_id"] = logger.version
