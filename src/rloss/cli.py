@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from importlib import import_module
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import urlparse
 
 import torch
@@ -21,6 +22,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from rloss.callbacks import ImagePanels, MaskWriter
 from rloss.data.base import SegmentationDataModule
 from rloss.models import ScribbleSegmentation
+from rloss.regularizers import REGISTRY
 
 TOOLS: dict[tuple[str, ...], str] = {
     ("data", "prepare"): "rloss.data.prepare",
@@ -47,6 +49,19 @@ def checkpoint_run_id(path: Path) -> str | None:
     """The W&B run id stored in a checkpoint by ScribbleSegmentation.on_save_checkpoint."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     return checkpoint.get("wandb_run_id")
+
+
+class RLossArgumentParser(LightningArgumentParser):
+    """Argument parser whose errors about ``model.regularizers`` list the registered ones."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if "regularizers" in message:
+            names = ", ".join(f"{cls.__name__} ({name})" for name, cls in sorted(REGISTRY.items()))
+            message = (
+                f"{message}\nregistered regularizers: {names}; "
+                "use class_path: rloss.regularizers.<ClassName> or the class name"
+            )
+        super().error(message, ex)
 
 
 class RLossCLI(LightningCLI):
@@ -98,6 +113,7 @@ def run_cli(args: list[str] | None = None) -> RLossCLI:
         SegmentationDataModule,
         subclass_mode_data=True,
         args=args,
+        parser_class=RLossArgumentParser,
         save_config_kwargs={"overwrite": True},
     )
 

@@ -27,13 +27,13 @@ class SegmentationNet(nn.Module):
     Pads the input bottom/right to a multiple of ``size_divisor`` (0 = the normalized mean),
     resizes the output bilinearly to the padded size when the network outputs a lower
     resolution, and crops back to (H, W). Parameters whose name starts with
-    ``backbone_prefix`` form the backbone group; the rest the head (higher learning rate).
+    one of ``backbone_prefixes`` form the backbone group; the rest the head (higher learning rate).
     """
 
-    def __init__(self, model: nn.Module, backbone_prefix: str, size_divisor: int = 1) -> None:
+    def __init__(self, model: nn.Module, backbone_prefixes: tuple[str, ...], size_divisor: int = 1) -> None:
         super().__init__()
         self.model = model
-        self.backbone_prefix = backbone_prefix
+        self.backbone_prefixes = backbone_prefixes
         self.size_divisor = size_divisor
 
     def forward(self, x: Tensor) -> Tensor:
@@ -52,7 +52,7 @@ class SegmentationNet(nn.Module):
         """(backbone parameters, head parameters)."""
         backbone, head = [], []
         for name, param in self.model.named_parameters():
-            (backbone if name.startswith(self.backbone_prefix) else head).append(param)
+            (backbone if name.startswith(self.backbone_prefixes) else head).append(param)
         return backbone, head
 
 
@@ -61,7 +61,8 @@ class DeepLabLargeFOV(nn.Module):
 
     pool4/pool5 keep the resolution (3x3, stride 1), conv5 uses dilation 2, fc6 is a 3x3
     convolution with dilation 12 and 1024 channels, fc7 1x1 with 1024, fc8 1x1 to K classes.
-    ``features`` can load torchvision's ImageNet VGG16 weights; fc6-fc8 start random.
+    ``features`` can load torchvision's ImageNet VGG16 weights; ``fc`` (fc6, fc7) and
+    ``classifier`` (fc8) start random. As in the Caffe recipe only fc8 is the "head" (10x LR).
     """
 
     def __init__(self, num_classes: int, weights_backbone: str | None = None) -> None:
@@ -74,24 +75,24 @@ class DeepLabLargeFOV(nn.Module):
         for i in (24, 26, 28):
             layers[i].dilation, layers[i].padding = (2, 2), (2, 2)
         self.features = nn.Sequential(*layers, nn.AvgPool2d(3, stride=1, padding=1))
-        self.classifier = nn.Sequential(
+        self.fc = nn.Sequential(
             nn.Conv2d(512, 1024, 3, padding=12, dilation=12),
             nn.ReLU(inplace=True),
             nn.Dropout(0.5),
             nn.Conv2d(1024, 1024, 1),
             nn.ReLU(inplace=True),
             nn.Dropout(0.5),
-            nn.Conv2d(1024, num_classes, 1),
         )
-        nn.init.normal_(self.classifier[-1].weight, std=0.01)
-        nn.init.zeros_(self.classifier[-1].bias)
+        self.classifier = nn.Conv2d(1024, num_classes, 1)
+        nn.init.normal_(self.classifier.weight, std=0.01)
+        nn.init.zeros_(self.classifier.bias)
         if weights_backbone is not None:
             state = VGG16_Weights.verify(weights_backbone).get_state_dict(progress=True)
             features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
             self.features.load_state_dict(features, strict=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.features(x))
+        return self.classifier(self.fc(self.features(x)))
 
 
 def backbone_names() -> list[str]:
@@ -110,10 +111,10 @@ def build_backbone(name: str, num_classes: int, weights_backbone: str | None = "
         model = TORCHVISION_MODELS[name](
             weights=None, weights_backbone=weights, num_classes=num_classes, aux_loss=False
         )
-        return SegmentationNet(model, "backbone.")
+        return SegmentationNet(model, ("backbone.",))
     if name == LARGEFOV:
         weights = "DEFAULT" if weights_backbone == "imagenet" else weights_backbone
-        return SegmentationNet(DeepLabLargeFOV(num_classes, weights), "features.")
+        return SegmentationNet(DeepLabLargeFOV(num_classes, weights), ("features.", "fc."))
     if name.startswith(DEEPLABV3PLUS_PREFIX):
         import segmentation_models_pytorch as smp
 
@@ -126,7 +127,7 @@ def build_backbone(name: str, num_classes: int, weights_backbone: str | None = "
         model = smp.DeepLabV3Plus(
             encoder_name=encoder, encoder_weights=weights_backbone, classes=num_classes, encoder_output_stride=16
         )
-        return SegmentationNet(model, "encoder.", size_divisor=model.encoder.output_stride)
+        return SegmentationNet(model, ("encoder.",), size_divisor=model.encoder.output_stride)
     raise ValueError(f"unknown backbone {name!r}; expected one of: {', '.join(backbone_names())}")
 
 
