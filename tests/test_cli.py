@@ -1,0 +1,129 @@
+"""The rloss command line: experiment configs, phase 1 -> 2, W&B offline, resume, predict."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rloss.cli import main, run_cli
+from rloss.models import ScribbleSegmentation
+from voc_fixtures import SIZES
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+EXPERIMENTS = sorted((CONFIGS / "experiments").glob("*.yaml"))
+SLOW_BACKBONES = ("deeplab_resnet101",)
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs write outputs/ and checkpoints under the test's own folder."""
+    monkeypatch.chdir(tmp_path)
+
+
+def tiny(voc_root: Path, *extra: str) -> list[str]:
+    """Overrides that make any run tiny: miniature VOC, 32 px crops, LR-ASPP, CPU."""
+    return [
+        "--data", "rloss.data.voc.VOCScribbleDataModule", "--data.root", str(voc_root),
+        "--data.crop_size", "32", "--data.batch_size", "2", "--data.num_workers", "0",
+        "--model.backbone", "lraspp_mobilenet_v3_large", "--model.weights_backbone", "null",
+        "--trainer.accelerator", "cpu", "--trainer.devices", "1",
+        "--trainer.enable_model_summary", "false", "--trainer.enable_progress_bar", "false",
+        *extra,
+    ]
+
+
+@pytest.mark.parametrize(
+    "config",
+    [pytest.param(c, id=c.stem, marks=[pytest.mark.slow] if c.stem.startswith(SLOW_BACKBONES) else [])
+     for c in EXPERIMENTS],
+)
+def test_experiment_config_runs(config: Path, voc_root: Path) -> None:
+    cli = run_cli([
+        "fit", "--config", str(config), "--data.root", str(voc_root), "--data.crop_size", "32",
+        "--data.batch_size", "2", "--data.num_workers", "0", "--model.weights_backbone", "null",
+        "--model.init_weights", "null", "--trainer.fast_dev_run", "true", "--trainer.accelerator", "cpu",
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+    ])
+    metrics = cli.trainer.callback_metrics
+    assert torch.isfinite(metrics["train/loss"]) and 0 <= metrics["val/mIoU"] <= 1
+    assert len(cli.model.regularizers) == (0 if config.stem.endswith(("_pce", "_full")) else 1)
+
+
+def test_phase2_starts_from_phase1_weights(voc_root: Path, tmp_path: Path) -> None:
+    phase1 = run_cli(["fit", *tiny(voc_root, "--trainer.max_steps", "1", "--trainer.logger", "false",
+                                    "--checkpoint.dirpath", "phase1")])
+    checkpoint = tmp_path / "phase1" / "last.ckpt"
+    assert checkpoint.is_file()
+    trained = phase1.model.net.state_dict()
+    phase2 = run_cli(["fit", *tiny(voc_root, "--model.init_weights", str(checkpoint), "--trainer.max_steps", "0",
+                                    "--trainer.logger", "false")])
+    for name, value in phase2.model.net.state_dict().items():
+        assert torch.equal(value, trained[name]), name
+    assert phase2.trainer.global_step == 0
+
+
+def wandb_run(tmp_path: Path) -> Path:
+    runs = sorted((tmp_path / "outputs" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def test_offline_wandb_run_and_resume_from_last(
+    voc_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = tiny(voc_root, "--checkpoint.dirpath", "ckpt", "--trainer.limit_train_batches", "2",
+                "--trainer.limit_val_batches", "1", "--trainer.log_every_n_steps", "1", "--panels.every_n_steps", "1")
+    first = run_cli(["fit", *args, "--trainer.max_epochs", "1"])
+    run_id = first.trainer.logger.version
+    assert first.trainer.global_step == 2
+    first.trainer.logger.experiment.finish()  # as at the exit of a `rloss fit` process
+    records = next(wandb_run(tmp_path).glob(f"run-{run_id}.wandb")).read_bytes()
+    for key in ("train/loss", "train/loss_pce", "val/mIoU", "val/pixel_acc", "val/IoU/person", "train/panels"):
+        assert key.encode() in records, key
+    assert torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["wandb_run_id"] == run_id
+
+    start_steps = []
+    monkeypatch.setattr(ScribbleSegmentation, "on_train_start", lambda self: start_steps.append(self.global_step))
+    resumed = run_cli(["fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last"])
+    assert start_steps == [2] and resumed.trainer.global_step == 4
+    assert resumed.trainer.logger.version == run_id
+    resumed.trainer.logger.experiment.finish()
+
+
+def test_predict_writes_palette_masks_of_input_sizes(voc_root: Path, tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, (h, w) in enumerate(SIZES):
+        Image.fromarray(np.full((h, w, 3), 40 * i, np.uint8)).save(images / f"photo{i}.jpg")
+    run_cli(["predict", *tiny(voc_root, "--data.predict_dir", str(images), "--data.val_batch_size", "2",
+                              "--predict_writer.output_dir", "masks", "--trainer.logger", "false")])
+    for i, (h, w) in enumerate(SIZES):
+        with Image.open(tmp_path / "masks" / f"photo{i}.png") as mask:
+            assert mask.mode == "P" and mask.size == (w, h)
+            assert np.asarray(mask).max() < 21
+
+
+def test_unknown_regularizer_lists_registered_names(voc_root: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main(["fit", *tiny(voc_root, "--model.regularizers+=NoSuchLoss")])
+    assert "registered regularizers: DenseCRFLoss (densecrf)" in capsys.readouterr().err
+
+
+def test_tool_subcommands_dispatch_lazily(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    for module in ("rloss.data.prepare", "rloss.propagate", "rloss.demo"):
+        fake = types.ModuleType(module)
+        fake.main = lambda argv, module=module: calls.append((module, argv)) or 0
+        monkeypatch.setitem(sys.modules, module, fake)
+    assert main(["data", "prepare", "--root", "x"]) == 0
+    assert main(["propagate", "a"]) == 0
+    assert main(["demo"]) == 0
+    assert calls == [("rloss.data.prepare", ["--root", "x"]), ("rloss.propagate", ["a"]), ("rloss.demo", [])]
