@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from scipy import ndimage
 
 from rloss.data.constants import IGNORE_INDEX
@@ -146,21 +147,35 @@ def test_dataset_rejects_bad_arguments():
 
 
 def test_datamodule_loaders_yield_batches_of_the_contract():
-    datamodule = SyntheticScribbleDataModule(num_train=6, num_val=3, num_test=2, size=SIZE, batch_size=4)
+    datamodule = SyntheticScribbleDataModule(
+        num_train=6, num_val=3, num_test=2, size=SIZE, batch_size=4, val_batch_size=2
+    )
     assert datamodule.num_classes == len(SYNTHETIC_CLASSES)
     datamodule.setup("fit")
     train = next(iter(datamodule.train_dataloader()))
     assert train["image"].shape == (4, 3, SIZE, SIZE) and train["image"].dtype == torch.float32
     assert train["scribble"].shape == train["mask"].shape == (4, SIZE, SIZE)
+    assert train["scribble"].dtype == train["mask"].dtype == torch.int64
     assert len(train["name"]) == 4
     assert len(datamodule.train_dataloader()) == 1  # drop_last: no batch of 2 for BatchNorm
-    assert [len(b["name"]) for b in datamodule.val_dataloader()] == [3]
+    assert [len(b["name"]) for b in datamodule.val_dataloader()] == [2, 1]
     assert [len(b["name"]) for b in datamodule.test_dataloader()] == [2]
-    assert [len(b["name"]) for b in datamodule.predict_dataloader()] == [2]
+    assert [b["name"] for b in datamodule.predict_dataloader()] == [["synthetic_test_00000", "synthetic_test_00001"]]
 
 
-def test_datamodule_rejects_bad_arguments():
-    with pytest.raises(ValueError, match="batch_size"):
-        SyntheticScribbleDataModule(batch_size=0)
-    with pytest.raises(ValueError, match="num_workers"):
-        SyntheticScribbleDataModule(num_workers=-1)
+def test_datamodule_predicts_a_folder_when_given_one(tmp_path):
+    Image.fromarray(generate_sample(0, SIZE).image).save(tmp_path / "a.png")
+    datamodule = SyntheticScribbleDataModule(predict_dir=str(tmp_path))
+    datamodule.setup("predict")
+    batch = next(iter(datamodule.predict_dataloader()))
+    assert batch["name"] == ["a"] and batch["image"].shape == (1, 3, SIZE, SIZE)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"batch_size": 0}, "batch_size"), ({"num_workers": -1}, "num_workers"), ({"size": 8}, "size"),
+     ({"num_val": 0}, "num_val"), ({"coverage": 0.7}, "coverage")],
+)
+def test_datamodule_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SyntheticScribbleDataModule(**kwargs)

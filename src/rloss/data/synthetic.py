@@ -24,11 +24,11 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from scipy import ndimage
 from torch.utils.data import DataLoader, Dataset
 
+from rloss.data.base import SegmentationDataModule
 from rloss.data.constants import IGNORE_INDEX
 
 SYNTHETIC_CLASSES: tuple[str, ...] = ("background", "disc", "star", "worm")
@@ -40,6 +40,15 @@ MIN_SIZE = 32
 MAX_OBJECTS = 3
 SCRIBBLE_MARGIN = 1.5
 """Scribble pixels keep this distance (px) from the boundary of the region they label."""
+SPIKE_AMPLITUDE = (0.3, 0.4)
+"""Range of the relative depth of the spikes of stars."""
+RIM_SHADE = 0.6
+"""Brightness factor at an object's rim; it rises to 1 towards the interior."""
+SHADOW_DEPTH = 0.35
+"""Darkening of the background right outside an object, decaying with distance."""
+STRIPE_AMPLITUDE = 18.0
+SPOT_AMPLITUDE = 25.0
+NOISE_STD = 4.0
 
 
 @dataclass(frozen=True)
@@ -117,7 +126,7 @@ def _polar_shape(rng: np.random.Generator, size: int, centre: np.ndarray, radius
     theta = np.arctan2(y - centre[0], x - centre[1])
     harmonics = [(k, rng.uniform(0.0, 0.12), rng.uniform(0, 2 * math.pi)) for k in (2, 3)]
     if spikes:
-        harmonics.append((spikes, rng.uniform(0.3, 0.4), rng.uniform(0, 2 * math.pi)))
+        harmonics.append((spikes, rng.uniform(*SPIKE_AMPLITUDE), rng.uniform(0, 2 * math.pi)))
 
     def r_of(t: np.ndarray) -> np.ndarray:
         return radius * (1.0 + sum(a * np.cos(k * t + p) for k, a, p in harmonics))
@@ -210,9 +219,9 @@ def _texture(rng: np.random.Generator, size: int, kind: str) -> np.ndarray:
     if kind == "stripes":
         angle = rng.uniform(0, math.pi)
         period = size / rng.uniform(10, 14)
-        return 18.0 * np.sin(2 * math.pi * (x * math.cos(angle) + y * math.sin(angle)) / period)
+        return STRIPE_AMPLITUDE * np.sin(2 * math.pi * (x * math.cos(angle) + y * math.sin(angle)) / period)
     spots = ndimage.gaussian_filter(rng.standard_normal((size, size)), max(0.7, size / 80))
-    return np.where(spots > 1.1 * spots.std(), 25.0, 0.0)
+    return np.where(spots > 1.1 * spots.std(), SPOT_AMPLITUDE, 0.0)
 
 
 def _object_colour(rng: np.random.Generator, style: ObjectStyle, surround: np.ndarray) -> np.ndarray:
@@ -237,16 +246,16 @@ def _render(rng: np.random.Generator, size: int,
     for label, region, _ in objects:
         outside = ndimage.distance_transform_edt(~region)
         ring = (outside > 0) & (outside <= reach)
-        image *= 1.0 - 0.35 * np.exp(-outside / reach)[..., None] * (outside > 0)[..., None]
+        image *= 1.0 - SHADOW_DEPTH * np.exp(-outside / reach)[..., None] * (outside > 0)[..., None]
         colour = _object_colour(rng, STYLES[label], image[ring].mean(axis=0))
         inside = ndimage.distance_transform_edt(region)
         depth = np.clip(inside / max(inside.max() * 0.6, 1.0), 0.0, 1.0)
-        shade = 0.6 + 0.4 * np.sqrt(depth)
+        shade = RIM_SHADE + (1.0 - RIM_SHADE) * np.sqrt(depth)
         pattern = _texture(rng, size, STYLES[label].texture)
         painted = colour * shade[..., None] + pattern[..., None]
         image[region] = painted[region]
         mask[region] = label
-    image = ndimage.gaussian_filter(image, sigma=(0.5, 0.5, 0)) + rng.normal(0.0, 4.0, image.shape)
+    image = ndimage.gaussian_filter(image, sigma=(0.5, 0.5, 0)) + rng.normal(0.0, NOISE_STD, image.shape)
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), mask
 
 
@@ -372,56 +381,49 @@ class SyntheticScribbleDataset(Dataset):
         }
 
 
-class SyntheticScribbleDataModule(pl.LightningDataModule):
+class SyntheticScribbleDataModule(SegmentationDataModule):
     """Synthetic scribble data with the VOC DataModule's interface (``num_classes``, four loaders).
 
-    The predict loader serves the test split. Batches are default-collated dicts of the items of
-    :class:`SyntheticScribbleDataset`.
+    Args:
+        num_train, num_val, num_test: number of images of each split.
+        size: side of the square images (>= 32).
+        coverage: target fraction of scribbled pixels.
+        seed: dataset seed; splits differ from each other for the same seed.
+        predict_dir: folder of images for ``predict``; None predicts the test split.
+        Others: see :class:`~rloss.data.base.SegmentationDataModule`.
     """
 
-    def __init__(self, num_train: int = 400, num_val: int = 100, num_test: int = 100, size: int = 64,
-                 batch_size: int = 16, num_workers: int = 0, seed: int = 0, coverage: float = 0.03) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        for name in ("num_train", "num_val", "num_test", "batch_size"):
-            _check_int(getattr(self.hparams, name), name, 1)
-        _check_int(num_workers, "num_workers", 0)
-        _check_int(size, "size", MIN_SIZE)
-        _check_int(seed, "seed", 0)
-        _check_fraction(coverage, "coverage", 0.0, 0.5)
-        self.class_names = SYNTHETIC_CLASSES
-        self.num_classes = len(SYNTHETIC_CLASSES)
-        self.datasets: dict[str, SyntheticScribbleDataset] = {}
+    def __init__(
+        self,
+        num_train: int = 400,
+        num_val: int = 100,
+        num_test: int = 100,
+        size: int = 64,
+        coverage: float = 0.03,
+        seed: int = 0,
+        batch_size: int = 16,
+        val_batch_size: int = 16,
+        num_workers: int = 0,
+        predict_dir: str | None = None,
+    ) -> None:
+        for name, value, minimum in (("num_train", num_train, 1), ("num_val", num_val, 1),
+                                     ("num_test", num_test, 1), ("batch_size", batch_size, 1),
+                                     ("val_batch_size", val_batch_size, 1), ("num_workers", num_workers, 0)):
+            _check_int(value, name, minimum)
+        super().__init__(len(SYNTHETIC_CLASSES), SYNTHETIC_CLASSES, batch_size, val_batch_size, num_workers,
+                         predict_dir)
+        self.counts = {"train": num_train, "val": num_val, "test": num_test}
+        self.size = _check_int(size, "size", MIN_SIZE)
+        self.coverage = _check_fraction(coverage, "coverage", 0.0, 0.5)
+        self.seed = _check_int(seed, "seed", 0)
 
     def setup(self, stage: str | None = None) -> None:
-        hp = self.hparams
-        counts = {"train": hp.num_train, "val": hp.num_val, "test": hp.num_test}
-        for split, count in counts.items():
-            if split not in self.datasets:
-                self.datasets[split] = SyntheticScribbleDataset(count, hp.size, hp.seed, split, hp.coverage)
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        if not self.datasets:
-            self.setup()
-        dataset = self.datasets[split]
-        workers = self.hparams.num_workers
-        return DataLoader(
-            dataset,
-            batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle and len(dataset) > self.hparams.batch_size,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        """Create the three splits (their images are generated lazily, on first access)."""
+        datasets = {split: SyntheticScribbleDataset(count, self.size, self.seed, split, self.coverage)
+                    for split, count in self.counts.items()}
+        self.train_dataset, self.val_dataset, self.test_dataset = (datasets[s] for s in SPLITS)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        if self.predict_dir is not None:
+            return super().predict_dataloader()
+        return self._loader(self.test_dataset, self.val_batch_size)
