@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import types
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from rloss.cli import main, run_cli
+from rloss.cli import main, run_cli, wandb_logged_in
 from rloss.models import ScribbleSegmentation
 from voc_fixtures import SIZES
 
@@ -127,3 +128,24 @@ def test_tool_subcommands_dispatch_lazily(monkeypatch: pytest.MonkeyPatch) -> No
     assert main(["propagate", "a"]) == 0
     assert main(["demo"]) == 0
     assert calls == [("rloss.data.prepare", ["--root", "x"]), ("rloss.propagate", ["a"]), ("rloss.demo", [])]
+
+
+def test_wandb_login_detection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    netrc_file = tmp_path / "netrc"
+    netrc_file.write_text("")
+    monkeypatch.setenv("NETRC", str(netrc_file))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_BASE_URL", raising=False)
+    assert not wandb_logged_in()
+    netrc_file.write_text("machine api.wandb.ai\n  login user\n  password secret\n")
+    assert wandb_logged_in()
+    netrc_file.write_text("")
+    monkeypatch.setenv("WANDB_API_KEY", "secret")
+    assert wandb_logged_in()
+
+
+def test_runs_without_wandb_login_default_to_offline(voc_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setattr("rloss.cli.wandb_logged_in", lambda: False)
+    run_cli(["fit", *tiny(voc_root, "--trainer.fast_dev_run", "true")])
+    assert os.environ["WANDB_MODE"] == "offline"

@@ -87,6 +87,9 @@ class RLossCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
+        if config.trainer.fast_dev_run:
+            # ModelCheckpoint.on_train_end writes last.ckpt even under fast_dev_run (Lightning 2.6).
+            config.checkpoint.save_last = False
         logger = config.trainer.logger
         if not (logger and getattr(logger, "class_path", None) == WANDB_LOGGER):
             return
