@@ -26,7 +26,10 @@ def common(voc_root: Path) -> list[str]:
     ]
 
 
-def test_ddp_two_cpu_processes_match_single_process_miou(voc_root: Path, tmp_path: Path) -> None:
+def test_ddp_two_cpu_processes_match_single_process_miou(
+    voc_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
     env = {**os.environ, "PL_DISABLE_FORK": "1", "OMP_NUM_THREADS": "1"}
     command = [
         sys.executable, "-m", "rloss", "fit", *common(voc_root),
