@@ -129,7 +129,7 @@ class ScribbleSegmentation(pl.LightningModule):
             roi = batch["mask"] != PAD_INDEX
             for name, regularizer in zip(self.term_names, self.regularizers):
                 terms[name] = regularizer(images, probs, roi, batch["scribble"])
-        loss = torch.stack([t.to(logits.dtype) for t in terms.values()]).sum()
+        loss = torch.stack([t.float() for t in terms.values()]).sum()
         batch_size = images.shape[0]
         self.log_dict({f"train/loss_{k}": v for k, v in terms.items()}, batch_size=batch_size)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
