@@ -1,0 +1,28 @@
+"""Per-pixel bilateral features (x/sigma_xy, y/sigma_xy, r/sigma_rgb, g/sigma_rgb, b/sigma_rgb)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rloss.validation import check_images, check_positive
+
+
+def bilateral_features(images: Tensor, sigma_rgb: float, sigma_xy: float, dtype: torch.dtype) -> Tensor:
+    """Features of every pixel in units of the Gaussian's std.
+
+    images: (B, 3, H, W) RGB in 0..255. Returns (B, H*W, 5) of ``dtype`` on images' device,
+    pixels in row-major order, columns (x, y, r, g, b).
+    """
+    check_images(images, "images")
+    sigma_rgb = check_positive(sigma_rgb, "sigma_rgb")
+    sigma_xy = check_positive(sigma_xy, "sigma_xy")
+    b, _, h, w = images.shape
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=images.device, dtype=dtype),
+        torch.arange(w, device=images.device, dtype=dtype),
+        indexing="ij",
+    )
+    xy = torch.stack((xs, ys), dim=-1).reshape(1, h * w, 2).expand(b, -1, -1) / sigma_xy
+    rgb = images.to(dtype).permute(0, 2, 3, 1).reshape(b, h * w, 3) / sigma_rgb
+    return torch.cat((xy, rgb), dim=-1).contiguous()

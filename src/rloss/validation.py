@@ -1,0 +1,92 @@
+"""Input checks shared by the lattice and the losses: each raises ValueError naming the argument,
+what was found and what was expected."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def check_positive(value: float, name: str) -> float:
+    """Return ``value`` as float if it is a finite number > 0."""
+    value = float(value)
+    if not (value > 0.0 and value != float("inf")):
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return value
+
+
+def check_finite(tensor: Tensor, name: str) -> None:
+    if not torch.isfinite(tensor).all():
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise ValueError(f"{name} contains {bad} NaN/inf value(s); expected finite values")
+
+
+def check_images(images: Tensor, name: str = "images") -> None:
+    """images: (B, 3, H, W) RGB in 0..255 (not normalized, not scaled to [0, 1])."""
+    if not isinstance(images, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(images).__name__}")
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"{name} must have shape (B, 3, H, W), got {tuple(images.shape)}")
+    if min(images.shape) == 0:
+        raise ValueError(f"{name} must be non-empty, got shape {tuple(images.shape)}")
+    if not images.is_floating_point() and images.dtype != torch.uint8:
+        raise ValueError(f"{name} must be float or uint8 RGB in 0..255, got dtype {images.dtype}")
+    check_finite(images, name)
+    lo, hi = float(images.min()), float(images.max())
+    if lo < 0.0 or hi > 255.0 + 1e-3:
+        raise ValueError(
+            f"{name} must be RGB in 0..255, found values in [{lo:.3g}, {hi:.3g}]; "
+            "they look normalized (mean/std): denormalize them first"
+        )
+    if 0.0 < hi <= 1.0:
+        raise ValueError(
+            f"{name} must be RGB in 0..255, found values in [{lo:.3g}, {hi:.3g}]; "
+            "they look scaled to [0, 1]: multiply by 255"
+        )
+
+
+def check_probs(probs: Tensor, images: Tensor, name: str = "probs", roi: Tensor | None = None) -> None:
+    """probs: (B, K, H, W) matching images' B, H, W; non-negative, summing to 1 over K (at ROI pixels)."""
+    if not isinstance(probs, Tensor) or not probs.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point torch.Tensor, got {getattr(probs, 'dtype', type(probs))}")
+    if probs.dim() != 4:
+        raise ValueError(f"{name} must have shape (B, K, H, W), got {tuple(probs.shape)}")
+    expected = (images.shape[0], images.shape[2], images.shape[3])
+    found = (probs.shape[0], probs.shape[2], probs.shape[3])
+    if found != expected:
+        raise ValueError(
+            f"{name} has (B, H, W) = {found} but images have {expected}; expected the same batch and size"
+        )
+    if probs.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one class (K >= 1), got shape {tuple(probs.shape)}")
+    if roi is None:
+        check_finite(probs, name)
+        return
+    detached = probs.detach()
+    if float(detached.min()) < -1e-4:
+        raise ValueError(f"{name} must be non-negative (soft masks), found min {float(detached.min()):.3g}")
+    tol = 1e-3 if detached.dtype in (torch.float32, torch.float64) else 2e-2
+    sums = detached.sum(1).float()
+    err = (sums - roi.to(sums.dtype)).abs().max() if sums.numel() else torch.tensor(0.0)
+    if float(err) > tol:
+        raise ValueError(
+            f"{name} must sum to 1 over the K={probs.shape[1]} classes at every ROI pixel "
+            f"(pass softmax(logits)), found a deviation of {float(err):.3g}"
+        )
+
+
+def check_roi(roi: Tensor | None, probs: Tensor, name: str = "roi") -> Tensor:
+    """Return roi as a bool (B, H, W) tensor on probs' device; None means every pixel."""
+    b, _, h, w = probs.shape
+    if roi is None:
+        return torch.ones((b, h, w), dtype=torch.bool, device=probs.device)
+    if not isinstance(roi, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor or None, got {type(roi).__name__}")
+    if roi.dim() == 4 and roi.shape[1] == 1:
+        roi = roi[:, 0]
+    if tuple(roi.shape) != (b, h, w):
+        raise ValueError(f"{name} must have shape (B, H, W) = {(b, h, w)}, got {tuple(roi.shape)}")
+    if roi.dtype != torch.bool:
+        check_finite(roi.float(), name)
+        roi = roi != 0
+    return roi.to(probs.device)
