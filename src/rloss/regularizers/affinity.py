@@ -1,0 +1,113 @@
+"""The two affinity quadratic forms the CRF-type losses are built from.
+
+For each image and class k, with W the RGBXY Gaussian affinity, S_k the soft mask and m the ROI
+indicator:  a_k = S_k^T W m  (= d^T S_k, d = W m the degree)  and  q_k = S_k^T W S_k.
+DenseCRF is sum_k (a_k - q_k); normalized cut is sum_k (a_k - q_k) / a_k.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from rloss.lattice import PermutohedralLattice, bilateral_features, exact_gaussian_filter
+from rloss.regularizers.base import Regularizer
+from rloss.validation import check_positive
+
+
+class _LatticeQuadraticForms(torch.autograd.Function):
+    """(a, q) with the lattice; backward is the exact gradient of what was computed:
+    da/dS_k = W m, dq/dS_k = (W + W^T) S_k (the lattice's W is slightly asymmetric)."""
+
+    @staticmethod
+    def forward(ctx, probs: Tensor, roi: Tensor, lattice: PermutohedralLattice) -> tuple[Tensor, Tensor]:
+        compute = torch.float64 if probs.dtype == torch.float64 else torch.float32
+        s = probs.detach().to("cpu", compute)
+        m = roi.detach().to("cpu", compute).unsqueeze(1)
+        filtered = lattice.filter(torch.cat((s, m), dim=1))  # W [S, m]: one pass, K + 1 channels
+        ws, degree = filtered[:, :-1], filtered[:, -1:]
+        sym = ws + lattice.filter(s, transpose=True)  # (W + W^T) S
+        a = (s.double() * degree.double()).sum((2, 3))
+        q = (s.double() * ws.double()).sum((2, 3))
+        ctx.save_for_backward(degree, sym)
+        ctx.probs_meta = (probs.device, probs.dtype)
+        return a.to(probs.device), q.to(probs.device)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_a: Tensor, grad_q: Tensor) -> tuple[Tensor, None, None]:
+        degree, sym = ctx.saved_tensors
+        device, dtype = ctx.probs_meta
+        ga = grad_a.to("cpu", degree.dtype)[:, :, None, None]
+        gq = grad_q.to("cpu", degree.dtype)[:, :, None, None]
+        grad = ga * degree + gq * sym
+        return grad.to(device=device, dtype=dtype), None, None
+
+
+def affinity_quadratic_forms(
+    images: Tensor, probs: Tensor, roi: Tensor, sigma_rgb: float, sigma_xy: float, exact: bool = False
+) -> tuple[Tensor, Tensor]:
+    """Per image and class: a = S_k^T W m and q = S_k^T W S_k, both (B, K) float64.
+
+    images: (B, 3, H, W) RGB 0..255; probs: (B, K, H, W) with S = 0 outside the ROI; roi: (B, H, W)
+    bool. ``exact`` uses the brute-force W (O(N^2), small images, plain autograd) instead of the
+    lattice. Differentiable with respect to probs.
+    """
+    if exact:
+        compute = torch.float64 if probs.dtype == torch.float64 else torch.float32
+        b, k, h, w = probs.shape
+        features = bilateral_features(images.to(probs.device), sigma_rgb, sigma_xy, compute)
+        s = probs.to(compute).reshape(b, k, h * w)
+        m = roi.to(compute).reshape(b, 1, h * w)
+        filtered = exact_gaussian_filter(features, torch.cat((s, m), dim=1))
+        a = (s.double() * filtered[:, -1:].double()).sum(2)
+        q = (s.double() * filtered[:, :-1].double()).sum(2)
+        return a, q
+    lattice = PermutohedralLattice.from_images(images, sigma_rgb, sigma_xy)
+    return _LatticeQuadraticForms.apply(probs, roi, lattice)
+
+
+class AffinityRegularizer(Regularizer):
+    """Base of the losses built on the dense RGBXY affinity W (DenseCRF, normalized cut).
+
+    ``scale_factor < 1`` first downsamples images (nearest), probs (bilinear) and ROI (nearest),
+    and scales sigma_xy by the same factor, as the original rloss code does.
+    """
+
+    def __init__(
+        self,
+        weight: float = 1.0,
+        sigma_rgb: float = 15.0,
+        sigma_xy: float = 100.0,
+        scale_factor: float = 1.0,
+        exact: bool = False,
+    ) -> None:
+        super().__init__(weight)
+        self.sigma_rgb = check_positive(sigma_rgb, "sigma_rgb")
+        self.sigma_xy = check_positive(sigma_xy, "sigma_xy")
+        self.scale_factor = check_positive(scale_factor, "scale_factor")
+        if self.scale_factor > 1.0:
+            raise ValueError(f"scale_factor must be in (0, 1], got {scale_factor}")
+        self.exact = bool(exact)
+
+    def quadratic_forms(self, images: Tensor, probs: Tensor, roi: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Validate, rescale, and return (a, q) of shape (B, K) float64 and the rescaled ROI (B, h, w)."""
+        probs, roi = self.prepare_inputs(images, probs, roi)
+        if self.scale_factor < 1.0:
+            h, w = probs.shape[-2:]
+            size = (max(1, round(h * self.scale_factor)), max(1, round(w * self.scale_factor)))
+            images = F.interpolate(images.float(), size=size, mode="nearest")
+            probs = F.interpolate(probs, size=size, mode="bilinear", align_corners=False)
+            roi = F.interpolate(roi[:, None].float(), size=size, mode="nearest")[:, 0] > 0.5
+            probs = probs * roi[:, None].to(probs.dtype)
+        sigma_xy = self.sigma_xy * self.scale_factor
+        a, q = affinity_quadratic_forms(images, probs, roi, self.sigma_rgb, sigma_xy, self.exact)
+        return a, q, roi
+
+    def extra_repr(self) -> str:
+        return (
+            f"weight={self.weight:g}, sigma_rgb={self.sigma_rgb:g}, sigma_xy={self.sigma_xy:g}, "
+            f"scale_factor={self.scale_factor:g}, exact={self.exact}"
+        )
