@@ -247,16 +247,17 @@ def _render(rng: np.random.Generator, size: int,
     """Image uint8 (size, size, 3) and mask int64 (size, size) of objects drawn on a background."""
     image = _background(rng, size)
     mask = np.zeros((size, size), dtype=np.int64)
-    reach = max(2.0, size / 20)
     for label, region, _ in objects:
-        outside = ndimage.distance_transform_edt(~region)
-        ring = (outside > 0) & (outside <= reach)
-        image *= 1.0 - SHADOW_DEPTH * np.exp(-outside / reach)[..., None] * (outside > 0)[..., None]
-        colour = _object_colour(rng, STYLES[label], image[ring].mean(axis=0))
-        pattern = _texture(rng, size, STYLES[label].texture)
-        painted = colour + pattern[..., None]
-        image[region] = painted[region]
         mask[region] = label
+    reach = max(2.0, size / 20)
+    distance = ndimage.distance_transform_edt(mask == 0)
+    image *= 1.0 - SHADOW_DEPTH * (np.exp(-distance / reach) * (mask == 0))[..., None]
+    for label, region, _ in objects:
+        ring = (mask == 0) & ndimage.binary_dilation(region, iterations=int(reach))
+        surround = image[ring] if ring.any() else image.reshape(-1, 3)
+        colour = _object_colour(rng, STYLES[label], surround.mean(axis=0))
+        painted = colour + _texture(rng, size, STYLES[label].texture)[..., None]
+        image[region] = painted[region]
     image = ndimage.gaussian_filter(image, sigma=(0.5, 0.5, 0)) + rng.normal(0.0, NOISE_STD, image.shape)
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), mask
 
