@@ -180,9 +180,9 @@ def _place_objects(rng: np.random.Generator, size: int) -> list[tuple[int, np.nd
     placed: list[tuple[int, np.ndarray, np.ndarray]] = []
     occupied = np.zeros((size, size), dtype=bool)
     gap = max(2, size // 24)
-    for _ in range(20 * wanted):
-        if len(placed) == wanted:
-            break
+    tries = 0
+    while len(placed) < wanted and (tries < 20 * wanted or not placed):
+        tries += 1
         label = int(rng.integers(1, len(SYNTHETIC_CLASSES)))
         mask, stroke = _object_shape(rng, size, label)
         if mask.sum() < 0.01 * size * size or (ndimage.binary_dilation(mask, iterations=gap) & occupied).any():
