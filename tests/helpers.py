@@ -1,0 +1,45 @@
+"""Shared helpers for the lattice and loss tests: real images and an explicit dense affinity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+DATA = Path(__file__).parent / "data"
+REAL_IMAGES = ("2007_000032", "2007_000063", "2007_000323", "2008_000003", "2011_003223")
+
+
+def load_image(name: str, factor: int = 1) -> torch.Tensor:
+    """A real VOC image as (1, 3, H/factor, W/factor) float RGB 0..255 (antialiased downsampling)."""
+    array = np.asarray(Image.open(DATA / f"{name}.jpg").convert("RGB"), dtype=np.float32)
+    image = torch.from_numpy(array).permute(2, 0, 1)[None].contiguous()
+    if factor > 1:
+        size = (image.shape[2] // factor, image.shape[3] // factor)
+        image = F.interpolate(image, size=size, mode="bilinear", antialias=True).clamp(0, 255)
+    return image
+
+
+def dense_affinity(image: torch.Tensor, sigma_rgb: float, sigma_xy: float) -> np.ndarray:
+    """Explicit N x N matrix W_ij = exp(-|p_i-p_j|^2/(2 sxy^2) - |I_i-I_j|^2/(2 srgb^2)), float64,
+    written directly from the definition (independent of rloss.lattice)."""
+    _, _, h, w = image.shape
+    ys, xs = np.mgrid[0:h, 0:w]
+    pos = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float64)
+    rgb = image[0].double().numpy().reshape(3, -1).T
+    dpos = ((pos[:, None, :] - pos[None, :, :]) ** 2).sum(-1)
+    drgb = ((rgb[:, None, :] - rgb[None, :, :]) ** 2).sum(-1)
+    return np.exp(-dpos / (2 * sigma_xy**2) - drgb / (2 * sigma_rgb**2))
+
+
+def random_blocks_image(h: int, w: int, seed: int) -> torch.Tensor:
+    """A synthetic piecewise-constant image with noise: (1, 3, h, w) RGB 0..255."""
+    g = torch.Generator().manual_seed(seed)
+    colors = torch.rand(4, 3, generator=g) * 255
+    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    region = (ys * 2 // h) * 2 + (xs * 2 // w)
+    image = colors[region].permute(2, 0, 1)[None] + 6 * torch.randn(1, 3, h, w, generator=g)
+    return image.clamp(0, 255)
