@@ -12,35 +12,257 @@ direction, stored +1 so that 0 points at an all-zero padding row of the vertex b
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 _HASH_MULT = np.int64(-7046029254386353131)  # 0x9E3779B97F4A7C15 as int64 (golden-ratio mixing)
+_HASH_MULT2 = np.int64(-4658895280553007687)  # 0xBF58476D1CE4E5B9 (splitmix64)
 _KEY_BITS = 21  # bits per lattice coordinate in a packed key; three coordinates per int64 word
 KEY_LIMIT = 1 << (_KEY_BITS - 1)  # |coordinate| must stay below this (checked by the caller)
 _BLOCK = 64  # pixels processed together (vectorized across pixels), and transposed at a time
+_LANES = 8  # channels handled together by the filter (one or two SIMD registers)
+
+
+# Vector helpers of the filter: operations on 8 consecutive elements of flat (1-D) arrays, emitted as
+# LLVM vector instructions (Numba leaves LLVM's SLP vectorizer off, and the loop vectorizer does not
+# handle the short channel loops well).
+
+
+def _element_pointer(context, builder, array_type, array, index):
+    data = context.make_array(array_type)(context, builder, array).data
+    return builder.gep(data, [index], inbounds=True)
+
+
+def _load(builder, pointer, vector_type):
+    return builder.load(builder.bitcast(pointer, vector_type.as_pointer()), align=1)
+
+
+def _store(builder, value, pointer, vector_type):
+    builder.store(value, builder.bitcast(pointer, vector_type.as_pointer()), align=1)
+
+
+def _broadcast(builder, scalar, vector_type):
+    vector = ir.Constant(vector_type, ir.Undefined)
+    for i in range(vector_type.count):
+        vector = builder.insert_element(vector, scalar, ir.Constant(ir.IntType(32), i))
+    return vector
+
+
+@intrinsic
+def _axpy(typingctx, dst, dst_index, w, src, src_index):
+    """dst[dst_index : dst_index + 8] += w * src[src_index : src_index + 8] (1-D arrays)."""
+    sig = types.void(dst, types.intp, dst.dtype, src, types.intp)
+
+    def codegen(context, builder, sig, args):
+        dst, dst_index, w, src, src_index = args
+        vector_type = ir.VectorType(context.get_data_type(sig.args[0].dtype), _LANES)
+        dst_pointer = _element_pointer(context, builder, sig.args[0], dst, dst_index)
+        src_value = _load(builder, _element_pointer(context, builder, sig.args[3], src, src_index), vector_type)
+        product = builder.fmul(_broadcast(builder, w, vector_type), src_value, flags=("fast",))
+        _store(builder, builder.fadd(_load(builder, dst_pointer, vector_type), product, flags=("fast",)), dst_pointer, vector_type)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _blur(typingctx, dst, src, index, a, b):
+    """dst[i : i + 8] = src[i : i + 8] + (src[a : a + 8] + src[b : b + 8]) / 2 (1-D arrays)."""
+    sig = types.void(dst, src, types.intp, types.intp, types.intp)
+
+    def codegen(context, builder, sig, args):
+        dst, src, index, a, b = args
+        element_type = context.get_data_type(sig.args[0].dtype)
+        vector_type = ir.VectorType(element_type, _LANES)
+        center = _load(builder, _element_pointer(context, builder, sig.args[1], src, index), vector_type)
+        left = _load(builder, _element_pointer(context, builder, sig.args[1], src, a), vector_type)
+        right = _load(builder, _element_pointer(context, builder, sig.args[1], src, b), vector_type)
+        half = _broadcast(builder, ir.Constant(element_type, 0.5), vector_type)
+        value = builder.fadd(center, builder.fmul(half, builder.fadd(left, right, flags=("fast",)), flags=("fast",)), flags=("fast",))
+        _store(builder, value, _element_pointer(context, builder, sig.args[0], dst, index), vector_type)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _row_pointer(context, builder, array_type, array, row, col):
+    """Pointer to element (row, col) of a 2-D array (any strides)."""
+    ary = context.make_array(array_type)(context, builder, array)
+    stride0, stride1 = cgutils.unpack_tuple(builder, ary.strides, 2)
+    offset = builder.add(builder.mul(row, stride0), builder.mul(col, stride1))
+    byte_pointer = builder.bitcast(ary.data, ir.IntType(8).as_pointer())
+    return builder.bitcast(builder.gep(byte_pointer, [offset]), ary.data.type)
+
+
+def _transpose8(builder, rows):
+    """8 vectors of 8 lanes -> their transpose (unpack, shuffle, permute: 24 shuffles)."""
+    def shuffle(a, b, mask):
+        return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(ir.IntType(32), 8), mask))
+
+    lo, hi = [0, 8, 1, 9, 4, 12, 5, 13], [2, 10, 3, 11, 6, 14, 7, 15]
+    t = []
+    for i in range(0, 8, 2):
+        t += [shuffle(rows[i], rows[i + 1], lo), shuffle(rows[i], rows[i + 1], hi)]
+    lo, hi = [0, 1, 8, 9, 4, 5, 12, 13], [2, 3, 10, 11, 6, 7, 14, 15]
+    u = []
+    for i in (0, 4):
+        u += [shuffle(t[i], t[i + 2], lo), shuffle(t[i], t[i + 2], hi)]
+        u += [shuffle(t[i + 1], t[i + 3], lo), shuffle(t[i + 1], t[i + 3], hi)]
+    lo, hi = [0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]
+    return [shuffle(u[i], u[i + 4], lo) for i in range(4)] + [shuffle(u[i], u[i + 4], hi) for i in range(4)]
+
+
+@intrinsic
+def _transpose_in(typingctx, block, block_index, stride, values, row, col, last_row):
+    """block[block_index + j * stride + i] = values[min(row + i, last_row), col + j], i, j < 8.
+
+    values: 2-D with unit-stride rows; block: 1-D. Rows past last_row repeat it (padding lanes)."""
+    sig = types.void(block, types.intp, types.intp, values, types.intp, types.intp, types.intp)
+
+    def codegen(context, builder, sig, args):
+        block, block_index, stride, values, row, col, last_row = args
+        vector_type = ir.VectorType(context.get_data_type(sig.args[0].dtype), _LANES)
+        rows = []
+        for i in range(8):
+            r = builder.add(row, ir.Constant(row.type, i))
+            r = builder.select(builder.icmp_signed(">", r, last_row), last_row, r)
+            rows.append(_load(builder, _row_pointer(context, builder, sig.args[3], values, r, col), vector_type))
+        for j, column in enumerate(_transpose8(builder, rows)):
+            index = builder.add(block_index, builder.mul(stride, ir.Constant(stride.type, j)))
+            _store(builder, column, _element_pointer(context, builder, sig.args[0], block, index), vector_type)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _transpose_out(typingctx, out, row, col, n_rows, block, block_index, stride):
+    """out[row + i, col + j] = block[block_index + j * stride + i] for i, j < 8 and row + i < n_rows.
+
+    out: 2-D with unit-stride rows; block: 1-D."""
+    sig = types.void(out, types.intp, types.intp, types.intp, block, types.intp, types.intp)
+
+    def codegen(context, builder, sig, args):
+        out, row, col, n_rows, block, block_index, stride = args
+        vector_type = ir.VectorType(context.get_data_type(sig.args[0].dtype), _LANES)
+        pixels = []
+        for j in range(8):
+            index = builder.add(block_index, builder.mul(stride, ir.Constant(stride.type, j)))
+            pixels.append(_load(builder, _element_pointer(context, builder, sig.args[4], block, index), vector_type))
+        for i, channel in enumerate(_transpose8(builder, pixels)):
+            r = builder.add(row, ir.Constant(row.type, i))
+            with builder.if_then(builder.icmp_signed("<", r, n_rows), likely=True):
+                _store(builder, channel, _row_pointer(context, builder, sig.args[0], out, r, col), vector_type)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _vertex_terms(context, builder, sig_offsets, offsets, sig_weights, weights, n, r, stride, channel, element_type):
+    """(index of the vertex's channel in the flat buffer, weight as element_type) of corner r of pixel n."""
+    vertex = builder.load(_row_pointer(context, builder, sig_offsets, offsets, n, r))
+    vertex = builder.add(builder.sext(vertex, n.type), ir.Constant(n.type, 1))
+    index = builder.add(builder.mul(vertex, stride), channel)
+    weight = builder.load(_row_pointer(context, builder, sig_weights, weights, n, r))
+    if weight.type != element_type:
+        weight = builder.fpext(weight, element_type)
+    return index, weight
+
+
+@intrinsic
+def _splat8(typingctx, buf, stride, channel, values, n, last_row, offsets, weights):
+    """Splat channels channel..channel+7 of pixels n..n+7 (values (C, N), unit-stride rows; rows past
+    last_row repeat it, landing in padding lanes) onto buf, 1-D ((M + 1) * stride)."""
+    sig = types.void(buf, types.intp, types.intp, values, types.intp, types.intp, offsets, weights)
+
+    def codegen(context, builder, sig, args):
+        buf, stride, channel, values, n, last_row, offsets, weights = args
+        element_type = context.get_data_type(sig.args[0].dtype)
+        vector_type = ir.VectorType(element_type, _LANES)
+        rows = []
+        for i in range(8):
+            r = builder.add(channel, ir.Constant(channel.type, i))
+            r = builder.select(builder.icmp_signed(">", r, last_row), last_row, r)
+            rows.append(_load(builder, _row_pointer(context, builder, sig.args[3], values, r, n), vector_type))
+        pixels = _transpose8(builder, rows)
+        d1 = cgutils.unpack_tuple(builder, context.make_array(sig.args[6])(context, builder, offsets).shape, 2)[1]
+        for j in range(8):
+            nj = builder.add(n, ir.Constant(n.type, j))
+            with cgutils.for_range(builder, d1) as loop:
+                index, weight = _vertex_terms(
+                    context, builder, sig.args[6], offsets, sig.args[7], weights, nj, loop.index, stride, channel, element_type
+                )
+                pointer = _element_pointer(context, builder, sig.args[0], buf, index)
+                product = builder.fmul(_broadcast(builder, weight, vector_type), pixels[j], flags=("fast",))
+                _store(builder, builder.fadd(_load(builder, pointer, vector_type), product, flags=("fast",)), pointer, vector_type)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _slice8(typingctx, out, channel, n, n_rows, buf, stride, offsets, weights, scale):
+    """out[channel + i, n + j] = scale * sum_r weights[n + j, r] * buf[vertex (n + j, r), channel + i]
+    for i, j < 8 and channel + i < n_rows (out (C, N) with unit-stride rows; buf as in _splat8)."""
+    sig = types.void(out, types.intp, types.intp, types.intp, buf, types.intp, offsets, weights, out.dtype)
+
+    def codegen(context, builder, sig, args):
+        out, channel, n, n_rows, buf, stride, offsets, weights, scale = args
+        element_type = context.get_data_type(sig.args[0].dtype)
+        vector_type = ir.VectorType(element_type, _LANES)
+        d1 = cgutils.unpack_tuple(builder, context.make_array(sig.args[6])(context, builder, offsets).shape, 2)[1]
+        accumulator = cgutils.alloca_once(builder, vector_type)
+        pixels = []
+        for j in range(8):
+            nj = builder.add(n, ir.Constant(n.type, j))
+            builder.store(ir.Constant(vector_type, None), accumulator)
+            with cgutils.for_range(builder, d1) as loop:
+                index, weight = _vertex_terms(
+                    context, builder, sig.args[6], offsets, sig.args[7], weights, nj, loop.index, stride, channel, element_type
+                )
+                weight = builder.fmul(weight, scale, flags=("fast",))
+                vertex = _load(builder, _element_pointer(context, builder, sig.args[4], buf, index), vector_type)
+                product = builder.fmul(_broadcast(builder, weight, vector_type), vertex, flags=("fast",))
+                builder.store(builder.fadd(builder.load(accumulator), product, flags=("fast",)), accumulator)
+            pixels.append(builder.load(accumulator))
+        for i, row in enumerate(_transpose8(builder, pixels)):
+            r = builder.add(channel, ir.Constant(channel.type, i))
+            with builder.if_then(builder.icmp_signed("<", r, n_rows), likely=True):
+                _store(builder, row, _row_pointer(context, builder, sig.args[0], out, r, n), vector_type)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+# Hash table: a (capacity, words + 1) int64 array, one row per slot holding a packed key (``words``
+# int64, the first d lattice coordinates, 21 bits each) and, in the last column, the vertex index
+# (-1: empty). Keys and indices side by side: a look-up that hits touches one cache line. The slot of
+# a key is the top ``bits`` bits of a multiplicative hash; linear probing.
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
-def _hash(key: np.ndarray) -> np.int64:
-    h = np.int64(0)
-    for i in range(key.shape[0]):
-        h = (h ^ key[i]) * _HASH_MULT
-        h ^= h >> np.int64(29)
-    return h
+def _hash(key0: np.int64, key1: np.int64) -> np.int64:
+    return (key0 * _HASH_MULT) ^ (key1 * _HASH_MULT2)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _find(table: np.ndarray, keys: np.ndarray, key: np.ndarray) -> int:
-    """Index of the packed ``key`` among the lattice vertices, or -1."""
+def _find(table: np.ndarray, shift: int, key: np.ndarray) -> int:
+    """Index of the packed ``key`` (``words`` int64) among the lattice vertices, or -1."""
+    words = key.shape[0]
     mask = table.shape[0] - 1
-    slot = _hash(key) & mask
+    h = _hash(key[0], key[1])
+    for w in range(2, words):
+        h = (h ^ key[w]) * _HASH_MULT
+    slot = (h >> shift) & mask
     while True:
-        entry = table[slot]
+        entry = table[slot, words]
         if entry < 0:
             return -1
         same = True
-        for i in range(key.shape[0]):
-            if keys[entry, i] != key[i]:
+        for w in range(words):
+            if table[slot, w] != key[w]:
                 same = False
         if same:
             return entry
@@ -48,36 +270,77 @@ def _find(table: np.ndarray, keys: np.ndarray, key: np.ndarray) -> int:
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _grow(keys: np.ndarray, count: int):
-    """Double the hash table: returns (keys with room for twice as many, rehashed table)."""
-    capacity = 4 * keys.shape[0]
-    grown = np.empty((capacity // 2, keys.shape[1]), np.int64)
-    grown[:count] = keys[:count]
-    table = np.full(capacity, -1, np.int32)
+def _rehash(keys: np.ndarray, count: int, capacity: int, bits: int) -> np.ndarray:
+    """A table of ``capacity`` (2**bits) slots holding the first ``count`` keys."""
+    words = keys.shape[1]
+    table = np.full((capacity, words + 1), -1, np.int64)
+    shift = 64 - bits
+    mask = capacity - 1
     for v in range(count):
-        slot = _hash(grown[v]) & (capacity - 1)
-        while table[slot] >= 0:
-            slot = (slot + 1) & (capacity - 1)
-        table[slot] = v
-    return grown, table
+        h = _hash(keys[v, 0], keys[v, 1])
+        for w in range(2, words):
+            h = (h ^ keys[v, w]) * _HASH_MULT
+        slot = (h >> shift) & mask
+        while table[slot, words] >= 0:
+            slot = (slot + 1) & mask
+        for w in range(words):
+            table[slot, w] = keys[v, w]
+        table[slot, words] = v
+    return table
 
 
-@njit(cache=True, nogil=True, inline="always", error_model="numpy")
-def _pack(coords: np.ndarray, key: np.ndarray) -> None:
-    """Pack d integer lattice coordinates into ceil(d / 3) int64 words (21 bits each)."""
-    for w in range(key.shape[0]):
-        key[w] = 0
-    for i in range(coords.shape[0]):
-        key[i // 3] += (coords[i] + KEY_LIMIT) << (_KEY_BITS * (i % 3))
+@njit(cache=True, nogil=True, error_model="numpy")
+def _insert_block(
+    table: np.ndarray,
+    shift: int,
+    keys: np.ndarray,
+    count: int,
+    block_keys: np.ndarray,
+    block_hash: np.ndarray,
+    found: np.ndarray,
+    m: int,
+) -> int:
+    """Look up (inserting when new) the (d+1, m) keys of a block; found[r, k] = vertex index.
+
+    The caller guarantees room for every key of the block in ``keys`` and ``table``. Returns count."""
+    d1 = found.shape[0]
+    words = keys.shape[1]
+    mask = table.shape[0] - 1
+    for r in range(d1):
+        for k in range(m):
+            k0 = block_keys[0, r, k]
+            k1 = block_keys[1, r, k]
+            slot = (block_hash[r, k] >> shift) & mask
+            while True:
+                entry = table[slot, words]
+                if table[slot, 0] == k0 and table[slot, 1] == k1:
+                    same = True
+                    for w in range(2, words):
+                        if table[slot, w] != block_keys[w, r, k]:
+                            same = False
+                    if same and entry >= 0:
+                        break
+                if entry < 0:  # a new vertex
+                    for w in range(words):
+                        keys[count, w] = block_keys[w, r, k]
+                        table[slot, w] = block_keys[w, r, k]
+                    table[slot, words] = count
+                    entry = count
+                    count += 1
+                    break
+                slot = (slot + 1) & mask
+            found[r, k] = entry
+    return count
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
 def build_lattice(features: np.ndarray):
     """Embed N points of dimension d in the lattice.
 
-    Pixels are processed in blocks, with the arithmetic vectorized across the pixels of a block
-    (fastmath: the caller checks that features are finite); vertices are found in a hash table of packed keys, skipping the look-up when a pixel's vertex
-    of a given remainder is the one the previous pixel had.
+    Pixels are processed in blocks, with the arithmetic (elevation, rounding, ranks, barycentric
+    weights, packed vertex keys and their hashes) vectorized across the pixels of a block (fastmath:
+    the caller checks that features are finite); then vertices are found in a hash table of packed
+    keys, one look-up per simplex corner.
     Returns (offsets (N, d+1) int32, weights (N, d+1) float32, neighbors (d+1, M, 2) int32).
     """
     n_points, d = features.shape
@@ -90,9 +353,11 @@ def build_lattice(features: np.ndarray):
 
     offsets = np.empty((n_points, d1), np.int32)
     weights = np.empty((n_points, d1), np.float32)
-    n_words = (d + 2) // 3
-    table = np.full(1024, -1, np.int32)
-    keys = np.empty((512, n_words), np.int64)
+    words = max(2, (d + 2) // 3)
+    bits = 12
+    capacity = 1 << bits
+    table = np.full((capacity, words + 1), -1, np.int64)
+    keys = np.empty((capacity // 2, words), np.int64)
     count = 0
 
     elevated = np.empty((d1, _BLOCK), np.float64)
@@ -100,19 +365,19 @@ def build_lattice(features: np.ndarray):
     rem0 = np.empty((d1, _BLOCK), np.int64)
     rank = np.empty((d1, _BLOCK), np.int64)
     total = np.empty(_BLOCK, np.int64)
+    ranked = np.empty((d1, _BLOCK), np.float64)
     bary = np.empty((d1, _BLOCK), np.float64)
-    coords = np.empty(d, np.int64)
-    key = np.empty(n_words, np.int64)
-    perm = np.empty(d1, np.int64)
+    base = np.empty((words, _BLOCK), np.int64)
+    block_keys = np.empty((words, d1, _BLOCK), np.int64)
+    block_hash = np.empty((d1, _BLOCK), np.int64)
+    found = np.empty((d1, _BLOCK), np.int32)
     word_of = np.empty(d, np.int64)
     shift_of = np.empty(d, np.int64)
-    ones = np.zeros(n_words, np.int64)
+    ones = np.zeros(words, np.int64)
     for i in range(d):
         word_of[i] = i // 3
         shift_of[i] = _KEY_BITS * (i % 3)
         ones[word_of[i]] += np.int64(1) << shift_of[i]
-    prev_keys = np.full((d1, n_words), -1, np.int64)
-    prev_index = np.zeros(d1, np.int32)
 
     for start in range(0, n_points, _BLOCK):
         m = min(_BLOCK, n_points - start)
@@ -148,79 +413,76 @@ def build_lattice(features: np.ndarray):
                 wrap = np.int64(rank[i, k] < 0) - np.int64(rank[i, k] > d)
                 rank[i, k] += wrap * d1
                 rem0[i, k] += wrap * d1
+        # Barycentric weights within the simplex (residuals sorted by rank).
         for i in range(d1):
             for k in range(m):
                 residual[i, k] = (elevated[i, k] - rem0[i, k]) * inv_d1
-        # The d+1 simplex vertices: vertex r has coordinates rem0 + r, minus d+1 where rank >= d+1-r.
-        # Packed keys are linear in the coordinates, so each vertex's key follows from the previous
-        # one by two word updates.
+        for i in range(d1):
+            for r in range(d1):
+                for k in range(m):
+                    if rank[i, k] == r:
+                        ranked[r, k] = residual[i, k]
+        for k in range(m):
+            bary[0, k] = 1.0 + ranked[d, k] - ranked[0, k]
+        for r in range(1, d1):
+            for k in range(m):
+                bary[r, k] = ranked[d - r, k] - ranked[d - r + 1, k]
+        # The d+1 simplex vertices: vertex r has coordinates rem0 + r, minus d+1 where
+        # rank >= d+1-r. Packed keys are linear in the coordinates.
+        for w in range(words):
+            for k in range(m):
+                base[w, k] = 0
+        for i in range(d):
+            w = word_of[i]
+            s = shift_of[i]
+            for k in range(m):
+                base[w, k] += (rem0[i, k] + KEY_LIMIT) << s
+        for r in range(d1):
+            for w in range(words):
+                for k in range(m):
+                    block_keys[w, r, k] = base[w, k] + r * ones[w]
+            for i in range(d):
+                w = word_of[i]
+                step = np.int64(d1) << shift_of[i]
+                for k in range(m):
+                    block_keys[w, r, k] -= step * np.int64(rank[i, k] >= d1 - r)
+            for k in range(m):
+                block_hash[r, k] = _hash(block_keys[0, r, k], block_keys[1, r, k])
+            for w in range(2, words):
+                for k in range(m):
+                    block_hash[r, k] = (block_hash[r, k] ^ block_keys[w, r, k]) * _HASH_MULT
+        # Room for every key of the block (load factor <= 1/2), then the look-ups.
+        if 2 * (count + d1 * m) > capacity:
+            while 2 * (count + d1 * m) > capacity:
+                bits += 1
+                capacity *= 2
+            grown = np.empty((capacity // 2, words), np.int64)
+            grown[:count] = keys[:count]
+            keys = grown
+            table = _rehash(keys, count, capacity, bits)
+        count = _insert_block(table, 64 - bits, keys, count, block_keys, block_hash, found, m)
         for k in range(m):
             n = start + k
-            for w in range(n_words):
-                key[w] = 0
-            for i in range(d):
-                key[word_of[i]] += (rem0[i, k] + KEY_LIMIT) << shift_of[i]
-            for i in range(d1):
-                perm[rank[i, k]] = i
-            # Barycentric weights within the simplex (residuals sorted by rank).
-            bary[0, k] = 1.0 + residual[perm[d], k] - residual[perm[0], k]
-            for r in range(1, d1):
-                bary[r, k] = residual[perm[d - r], k] - residual[perm[d - r + 1], k]
             for r in range(d1):
-                if r > 0:
-                    for w in range(n_words):
-                        key[w] += ones[w]
-                    moved = perm[d1 - r]
-                    if moved < d:
-                        key[word_of[moved]] -= np.int64(d1) << shift_of[moved]
-                same = True
-                for w in range(n_words):
-                    if prev_keys[r, w] != key[w]:
-                        same = False
-                if not same:
-                    for w in range(n_words):
-                        prev_keys[r, w] = key[w]
-                    mask = table.shape[0] - 1
-                    slot = _hash(key) & mask
-                    while True:
-                        entry = table[slot]
-                        if entry < 0:  # a new vertex
-                            keys[count] = key
-                            table[slot] = count
-                            entry = count
-                            count += 1
-                            if 2 * count >= table.shape[0]:
-                                keys, table = _grow(keys, count)
-                            break
-                        same = True
-                        for w in range(n_words):
-                            if keys[entry, w] != key[w]:
-                                same = False
-                        if same:
-                            break
-                        slot = (slot + 1) & mask
-                    prev_index[r] = entry
-                offsets[n, r] = prev_index[r]
+                offsets[n, r] = found[r, k]
                 weights[n, r] = bary[r, k]
 
     neighbors = np.empty((d1, count, 2), np.int32)
-    lower = np.empty(d, np.int64)
-    upper = np.empty(d, np.int64)
+    key = np.empty(words, np.int64)
+    shift = 64 - bits
     for v in range(count):
-        # unpack the vertex's coordinates
-        for i in range(d):
-            coords[i] = ((keys[v, i // 3] >> (_KEY_BITS * (i % 3))) & ((1 << _KEY_BITS) - 1)) - KEY_LIMIT
         for j in range(d1):
-            for i in range(d):
-                lower[i] = coords[i] - 1
-                upper[i] = coords[i] + 1
+            # neighbours along direction j: coordinates -1 (+1) except coordinate j, +d (-d)
+            for w in range(words):
+                key[w] = keys[v, w] - ones[w]
             if j < d:
-                lower[j] = coords[j] + d
-                upper[j] = coords[j] - d
-            _pack(lower, key)
-            neighbors[j, v, 0] = _find(table, keys, key) + 1
-            _pack(upper, key)
-            neighbors[j, v, 1] = _find(table, keys, key) + 1
+                key[word_of[j]] += np.int64(d1) << shift_of[j]
+            neighbors[j, v, 0] = _find(table, shift, key) + 1
+            for w in range(words):
+                key[w] = keys[v, w] + ones[w]
+            if j < d:
+                key[word_of[j]] -= np.int64(d1) << shift_of[j]
+            neighbors[j, v, 1] = _find(table, shift, key) + 1
     return offsets, weights, neighbors
 
 
@@ -240,44 +502,58 @@ def filter_values(
     ``reverse`` blurs the lattice directions in reverse order, which applies the transpose of the
     forward operator (each 1-D blur is symmetric; only their order differs). fastmath: callers
     validate that inputs are finite.
+
+    The vertex buffers are (M + 1, Cp), channels padded to a multiple of 8 so that every channel
+    loop is a fixed number of full SIMD operations; blocks of pixels are transposed to and from
+    the (C, N) layout.
     """
     n_channels, n_points = values.shape
     d1 = offsets.shape[1]
     n_vertices = neighbors.shape[1]
-    buf = np.zeros((n_vertices + 1, n_channels), values.dtype)
-    tmp = np.zeros((n_vertices + 1, n_channels), values.dtype)
-    block = np.empty((_BLOCK, n_channels), values.dtype)
-    for start in range(0, n_points, _BLOCK):
-        stop = min(start + _BLOCK, n_points)
+    cp = (n_channels + _LANES - 1) // _LANES * _LANES
+    buf = np.zeros((n_vertices + 1) * cp, values.dtype)
+    tmp = np.zeros((n_vertices + 1) * cp, values.dtype)
+    block = np.zeros(_LANES * cp, values.dtype)
+    # Groups of 8 pixels x 8 channels are transposed in registers (needs unit-stride rows); the rest
+    # (the last N % 8 pixels, or all of them for strided rows) goes through a transposed block.
+    vector_rows = values.strides[1] == values.itemsize and out.strides[1] == out.itemsize
+    n8 = n_points // 8 * 8 if vector_rows else 0
+    for n in range(0, n8, 8):
+        for c in range(0, cp, _LANES):
+            _splat8(buf, cp, c, values, n, n_channels - 1, offsets, weights)
+    for start in range(n8, n_points, _LANES):
+        m = min(_LANES, n_points - start)
         for c in range(n_channels):
-            for n in range(start, stop):
-                block[n - start, c] = values[c, n]
-        for n in range(start, stop):
+            for k in range(m):
+                block[k * cp + c] = values[c, start + k]
+        for k in range(m):
             for r in range(d1):
-                o = offsets[n, r] + 1
-                w = weights[n, r]
-                for c in range(n_channels):
-                    buf[o, c] += w * block[n - start, c]
-    half = np.float32(0.5)
+                o = (offsets[start + k, r] + 1) * cp
+                w = weights[start + k, r]
+                for c in range(0, cp, _LANES):
+                    _axpy(buf, o + c, w, block, k * cp + c)
     for step in range(d1):
         j = d1 - 1 - step if reverse else step
         for v in range(n_vertices):
-            a = neighbors[j, v, 0]
-            b = neighbors[j, v, 1]
-            for c in range(n_channels):
-                tmp[v + 1, c] = buf[v + 1, c] + half * (buf[a, c] + buf[b, c])
+            a = neighbors[j, v, 0] * cp
+            b = neighbors[j, v, 1] * cp
+            o = (v + 1) * cp
+            for c in range(0, cp, _LANES):
+                _blur(tmp, buf, o + c, a + c, b + c)
         buf, tmp = tmp, buf
     s = scale[0]
-    for start in range(0, n_points, _BLOCK):
-        stop = min(start + _BLOCK, n_points)
-        for n in range(start, stop):
-            for c in range(n_channels):
-                block[n - start, c] = 0
+    for n in range(0, n8, 8):
+        for c in range(0, cp, _LANES):
+            _slice8(out, c, n, n_channels, buf, cp, offsets, weights, s)
+    for start in range(n8, n_points, _LANES):
+        m = min(_LANES, n_points - start)
+        block[:] = 0
+        for k in range(m):
             for r in range(d1):
-                o = offsets[n, r] + 1
-                w = weights[n, r] * s
-                for c in range(n_channels):
-                    block[n - start, c] += w * buf[o, c]
+                o = (offsets[start + k, r] + 1) * cp
+                w = weights[start + k, r] * s
+                for c in range(0, cp, _LANES):
+                    _axpy(block, k * cp + c, w, buf, o + c)
         for c in range(n_channels):
-            for n in range(start, stop):
-                out[c, n] = block[n - start, c]
+            for k in range(m):
+                out[c, start + k] = block[k * cp + c]
