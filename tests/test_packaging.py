@@ -18,7 +18,7 @@ IMPORT_TO_DIST = {
     "pydensecrf": "pydensecrf2",
 }
 # imported only through another declared package (e.g. torch pulls these in)
-IMPLIED = {"jsonargparse": "pytorch-lightning", "pyyaml": "pytorch-lightning"}
+IMPLIED = {"jsonargparse": "pytorch-lightning", "pyyaml": "pytorch-lightning", "llvmlite": "numba"}
 
 
 def _name(requirement: str) -> str:
