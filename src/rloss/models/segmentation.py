@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
+from rloss.crf import DenseCRF
 from rloss.data.constants import IGNORE_INDEX, PAD_INDEX
 from rloss.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from rloss.losses import partial_cross_entropy
@@ -22,6 +23,7 @@ from rloss.models.backbones import build_backbone
 from rloss.regularizers import Regularizer
 
 Supervision = Literal["scribble", "full"]
+Postprocess = Literal["none", "crf"]
 
 
 def term_names(regularizers: Sequence[nn.Module]) -> list[str]:
@@ -71,6 +73,8 @@ class ScribbleSegmentation(pl.LightningModule):
         momentum, weight_decay: SGD settings.
         poly_power: the LR decays as ``(1 - step / max_steps) ** poly_power`` per step.
         class_names: K names for per-class IoU (linked from the DataModule by the CLI).
+        postprocess: ``"crf"`` refines the softmax with mean-field DenseCRF (:class:`rloss.crf.DenseCRF`,
+            DeepLab's defaults) in ``test`` and ``predict``; validation stays raw.
     """
 
     def __init__(
@@ -87,10 +91,14 @@ class ScribbleSegmentation(pl.LightningModule):
         head_lr_mult: float = 10.0,
         poly_power: float = 0.9,
         class_names: Sequence[str] | None = None,
+        postprocess: Postprocess = "none",
     ) -> None:
         super().__init__()
         if supervision not in ("scribble", "full"):
             raise ValueError(f"supervision must be 'scribble' or 'full', got {supervision!r}")
+        if postprocess not in ("none", "crf"):
+            raise ValueError(f"postprocess must be 'none' or 'crf', got {postprocess!r}")
+        self.crf = DenseCRF() if postprocess == "crf" else None
         self.save_hyperparameters(ignore=["regularizers"])
         self.net = build_backbone(backbone, num_classes, weights_backbone)
         if init_weights is not None:
@@ -120,6 +128,12 @@ class ScribbleSegmentation(pl.LightningModule):
         """Logits (B,K,H,W) of raw RGB 0..255 images (B,3,H,W)."""
         return self.net((images - self.mean) / self.std)
 
+    def segment(self, images: Tensor, logits: Tensor) -> Tensor:
+        """Class ids (B,H,W): argmax of the logits, after DenseCRF when ``postprocess="crf"``."""
+        if self.crf is not None:
+            logits = self.crf(images, logits.float().softmax(dim=1))
+        return logits.argmax(dim=1)
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         images = batch["image"]
         logits = self(images)
@@ -141,7 +155,8 @@ class ScribbleSegmentation(pl.LightningModule):
         loss = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX)
         if (target != IGNORE_INDEX).any():
             self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=target.shape[0])
-        self.metrics[stage].update(logits.argmax(dim=1), target)
+        predictions = self.segment(batch["image"], logits) if stage == "test" else logits.argmax(dim=1)
+        self.metrics[stage].update(predictions, target)
 
     def _log_metrics(self, stage: str) -> None:
         scores = self.metrics[stage].compute()
@@ -166,7 +181,7 @@ class ScribbleSegmentation(pl.LightningModule):
         """{"masks": uint8 (B,H,W) class ids, "names": list, "sizes": (B,2) H, W before padding}."""
         images = batch["image"]
         sizes = batch.get("size", torch.tensor(images.shape[-2:]).expand(images.shape[0], 2))
-        masks = self(images).argmax(dim=1).to(torch.uint8)
+        masks = self.segment(images, self(images)).to(torch.uint8)
         return {"masks": masks, "names": batch["name"], "sizes": sizes}
 
     def configure_optimizers(self) -> dict[str, Any]:
