@@ -27,7 +27,8 @@ def noisy_scene() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     small = F.interpolate(image[None], size=SIZE, mode="area")
     labels = (F.interpolate(truth[None, None].float(), size=SIZE, mode="nearest")[:, 0] == 17).long()
     generator = torch.Generator().manual_seed(0)
-    logits = 2.0 * F.one_hot(labels, 2).permute(0, 3, 1, 2).float() + 1.5 * torch.randn(1, 2, *SIZE, generator=generator)
+    noise = torch.randn(1, 2, *SIZE, generator=generator)
+    logits = 2.0 * F.one_hot(labels, 2).permute(0, 3, 1, 2).float() + 1.5 * noise
     return small, logits.softmax(1), labels
 
 

@@ -71,6 +71,7 @@ def reused_lattices() -> Iterator[None]:
     """Within the block, ``PermutohedralLattice.from_images`` returns the lattice already built for
     the same images tensor and bandwidths: the regularizers see one fixed image for every step,
     and a lattice build costs ~100x a filter at propagate's working size."""
+    original = PermutohedralLattice.__dict__["from_images"]  # the classmethod descriptor, restored as is
     build = PermutohedralLattice.from_images
     cache: dict[tuple[int, float, float], tuple[Tensor, PermutohedralLattice]] = {}
 
@@ -84,7 +85,7 @@ def reused_lattices() -> Iterator[None]:
     try:
         yield
     finally:
-        PermutohedralLattice.from_images = build  # type: ignore[method-assign]
+        PermutohedralLattice.from_images = original  # type: ignore[method-assign]
 
 
 def _downsample_scribbles(onehot: Tensor, size: tuple[int, int]) -> Tensor:
