@@ -1,0 +1,580 @@
+"""Speed and accuracy of the Numba permutohedral lattice, against pydensecrf2 and the exact filter.
+
+Prints a markdown table and (full runs) saves it to ``benchmarks/results/lattice.md``:
+
+- per image, 257x257 and 513x513 real VOC images (tests/data/*.jpg, bilinear resize), K = 21 smooth
+  random softmax probabilities, one core: lattice build, 21-channel filter, DenseCRF energy
+  forward + backward; pydensecrf2 (C++ permutohedral lattice) doing the same work, all 21 channels
+  in one pass and one class at a time (as the original rloss C++ did);
+- a batch of 12 at 257x257 on 1 and 2 threads: build + filter, and DenseCRF forward + backward;
+- accuracy against ``exact_bilateral_filter`` on the real images downsampled 4x.
+
+Timings are medians of repetitions in which ours and the peer run interleaved (their order
+alternates), so a speed ratio is only ever taken between numbers of the same run. Usage:
+
+    python benchmarks/lattice.py            # full run (about 1-3 minutes), writes the results file
+    python benchmarks/lattice.py --quick    # smoke run: fewer images and repetitions, prints only
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import numba
+import numpy as np
+import pydensecrf.densecrf as dcrf
+import pydensecrf.eigen as eigen
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+import rloss.lattice as lattice
+from rloss.lattice import PermutohedralLattice, bilateral_filter, exact_bilateral_filter
+from rloss.regularizers.densecrf import DenseCRFLoss
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "tests" / "data"
+RESULTS = ROOT / "benchmarks" / "results" / "lattice.md"
+K = 21
+SIGMA_RGB = 15.0
+SIGMA_XY = {513: 100.0, 257: 50.0}  # rloss's 100 at 513; at 257 as with scale_factor 0.5
+BATCH = 12
+ACCURACY_FACTOR = 4
+ACCURACY_SIGMA_XY = (100.0, 40.0)  # at full resolution; divided by ACCURACY_FACTOR
+
+
+# ----------------------------------------------------------------------------- timing
+
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+Sections = dict[str, float]  # seconds per named section of one repetition
+
+
+class Stopwatch:
+    """Accumulates, per named section of one repetition, wall time (time.perf_counter) and this
+    process's CPU time (time.process_time, which time-sharing with other processes leaves out)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, Sections] = {clock: defaultdict(float) for clock in CLOCKS}
+
+    @contextmanager
+    def section(self, name: str) -> Iterator[None]:
+        start = {clock: read() for clock, read in CLOCKS.items()}
+        try:
+            yield
+        finally:
+            for clock, read in CLOCKS.items():
+                self.seconds[clock][name] += read() - start[clock]
+
+
+Task = Callable[[Stopwatch, int], None]  # (stopwatch, repetition index)
+
+
+def measure(tasks: Sequence[Task], reps: int) -> dict[str, list[Sections]]:
+    """Per clock, the sections of every repetition.
+
+    Each task runs once untimed first (Numba compilation, allocator warm-up); then every repetition
+    runs all tasks, in forward order on even repetitions and reversed on odd ones, so that ours and
+    the peer alternate.
+    """
+    for task in tasks:
+        task(Stopwatch(), 0)
+    samples: dict[str, list[Sections]] = {clock: [] for clock in CLOCKS}
+    for rep in range(reps):
+        watch = Stopwatch()
+        for task in tasks if rep % 2 == 0 else tasks[::-1]:
+            task(watch, rep)
+        for clock in CLOCKS:
+            samples[clock].append(dict(watch.seconds[clock]))
+    return samples
+
+
+def median(samples: Sequence[Sections], quantity: Callable[[Sections], float]) -> float:
+    """Median over repetitions of a quantity computed within each repetition (a time or a ratio of
+    times measured side by side)."""
+    return statistics.median(quantity(s) for s in samples)
+
+
+_STARTED = time.perf_counter()
+
+
+def progress(message: str) -> None:
+    """Elapsed time and a message on stderr (the tables go to stdout)."""
+    print(f"[{time.perf_counter() - _STARTED:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+
+Threads = tuple[int, int]  # (lattice threads, torch threads)
+
+
+def set_threads(lattice_threads: int, torch_threads: int | None = None) -> None:
+    """Threads of the lattice (images of a batch in parallel) and of torch (default: the same)."""
+    lattice.set_num_threads(lattice_threads)
+    torch.set_num_threads(torch_threads or lattice_threads)
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def load_image(path: Path, size: tuple[int, int] | None = None, factor: int = 1) -> Tensor:
+    """(1, 3, H, W) float RGB, resized (bilinear, antialiased) to ``size`` or by 1/factor, rounded to
+    integers so that pydensecrf2's uint8 input is exactly the same image."""
+    array = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
+    image = torch.from_numpy(array).permute(2, 0, 1)[None]
+    if size is None:
+        size = (image.shape[2] // factor, image.shape[3] // factor)
+    image = F.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return image.round().clamp(0, 255).contiguous()
+
+
+def smooth_probs(batch: int, h: int, w: int, seed: int) -> Tensor:
+    """(batch, K, h, w) "real-looking" probabilities: softmax of upsampled low-resolution random logits."""
+    g = torch.Generator().manual_seed(seed)
+    logits = 4.0 * torch.randn(batch, K, 8, 8, generator=g)
+    return F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False).softmax(1).contiguous()
+
+
+def batch_of(images: Tensor, n: int) -> Tensor:
+    """n images cycled from ``images`` (B, 3, H, W), every second pass mirrored left-right."""
+    picks = [images[i % len(images)] for i in range(n)]
+    picks = [p.flip(-1) if (i // len(images)) % 2 else p for i, p in enumerate(picks)]
+    return torch.stack(picks).contiguous()
+
+
+def hwc_uint8(image: Tensor) -> np.ndarray:
+    """(1, 3, H, W) 0..255 -> C-contiguous (H, W, 3) uint8, pydensecrf2's image layout."""
+    return np.ascontiguousarray(image[0].permute(1, 2, 0).numpy().astype(np.uint8))
+
+
+# ----------------------------------------------------------------------------- pydensecrf2
+
+
+@dataclass
+class PeerInput:
+    """One image prepared for pydensecrf2 (all conversions done outside the timed sections)."""
+
+    rgb: np.ndarray  # (H, W, 3) uint8
+    unary: np.ndarray  # (K, N) float32, -log probs
+    sigma_xy: float
+
+    @classmethod
+    def of(cls, image: Tensor, probs: Tensor, sigma_xy: float) -> PeerInput:
+        flat = probs[0].reshape(probs.shape[1], -1).numpy().astype(np.float32)
+        return cls(hwc_uint8(image), np.ascontiguousarray(-np.log(flat)), sigma_xy)
+
+    def classes(self) -> list[eigen.MatrixXf]:
+        """Fresh (1, N) inputs, one per class (an inference step overwrites its input)."""
+        probs = np.exp(-self.unary)
+        return [eigen.matrixXf(np.ascontiguousarray(probs[k : k + 1])) for k in range(len(probs))]
+
+    def crf(self, labels: int, unary: np.ndarray | None = None) -> dcrf.DenseCRF2D:
+        h, w = self.rgb.shape[:2]
+        crf = dcrf.DenseCRF2D(w, h, labels)
+        crf.setUnaryEnergy(self.unary if unary is None else unary)
+        return crf
+
+    def add_bilateral(self, crf: dcrf.DenseCRF2D, compat: float = 1.0) -> None:
+        """pydensecrf2's lattice build: features, lattice, and its 1-channel filter of ones (the
+        normalization it always computes); unnormalized kernel, like ours."""
+        crf.addPairwiseBilateral(
+            sxy=self.sigma_xy, srgb=SIGMA_RGB, rgbim=self.rgb, compat=compat,
+            kernel=dcrf.DIAG_KERNEL, normalization=dcrf.NO_NORMALIZATION,
+        )  # fmt: skip
+
+
+def peer_all_classes(inputs: Sequence[PeerInput]) -> Task:
+    """pydensecrf2 on all K channels of one image: build, one inference step (the K-channel filter plus
+    a softmax and two K x N passes), and the same step without the pairwise term (to subtract)."""
+
+    def task(watch: Stopwatch, rep: int) -> None:
+        item = inputs[rep % len(inputs)]
+        crf, bare = item.crf(K), item.crf(K)
+        with watch.section("peer build"):
+            item.add_bilateral(crf)
+        q, tmp1, tmp2 = crf.startInference()
+        with watch.section("peer step"):
+            crf.stepInference(q, tmp1, tmp2)
+        q, tmp1, tmp2 = bare.startInference()
+        with watch.section("peer unary-only step"):
+            bare.stepInference(q, tmp1, tmp2)
+
+    return task
+
+
+def peer_one_class_at_a_time(inputs: Sequence[PeerInput]) -> Task:
+    """pydensecrf2 as the original rloss C++: one build, then K one-channel filters (inference steps
+    of a 1-label CRF on each class's probabilities), and the K steps without pairwise (to subtract)."""
+
+    def task(watch: Stopwatch, rep: int) -> None:
+        item = inputs[rep % len(inputs)]
+        zero = np.zeros((1, item.unary.shape[1]), np.float32)
+        crf, bare = item.crf(1, zero), item.crf(1, zero)
+        with watch.section("peer1 build"):
+            item.add_bilateral(crf)
+        for name, model in (("peer1 steps", crf), ("peer1 unary-only steps", bare)):
+            _, tmp1, tmp2 = model.startInference()
+            classes = item.classes()
+            with watch.section(name):
+                for q in classes:
+                    model.stepInference(q, tmp1, tmp2)
+
+    return task
+
+
+def peer_raw_filter(image: Tensor, values: np.ndarray, sigma_xy: float, scale: float) -> np.ndarray:
+    """pydensecrf2's unnormalized lattice filter of values (C, N) >= 0, read out of one inference step.
+
+    With zero unaries and Potts weight c, a step from Q = [values; 0] gives softmax(c * [F; 0]) with
+    F the filtered values; log(Q_k / Q_zero) / c recovers F. ``scale`` ~ 1 / max F keeps c * F in
+    a range where float32 exp/log lose nothing that matters here.
+    """
+    channels = values.shape[0] + 1
+    item = PeerInput(hwc_uint8(image), np.zeros((channels, values.shape[1]), np.float32), sigma_xy)
+    crf = item.crf(channels)
+    item.add_bilateral(crf, compat=scale)
+    _, tmp1, tmp2 = crf.startInference()
+    q = eigen.matrixXf(np.ascontiguousarray(np.concatenate([values, np.zeros_like(values[:1])]), np.float32))
+    crf.stepInference(q, tmp1, tmp2)
+    out = np.asarray(q, np.float64)
+    return np.log(out[:-1] / out[-1:]) / scale
+
+
+# ----------------------------------------------------------------------------- ours
+
+
+def ours_per_image(images: Tensor, probs: Tensor, sigma_xy: float) -> Task:
+    """Ours on one image: build, 21-channel filter, DenseCRF energy forward + backward."""
+    loss = DenseCRFLoss(sigma_rgb=SIGMA_RGB, sigma_xy=sigma_xy)
+
+    def task(watch: Stopwatch, rep: int) -> None:
+        i = rep % len(images)
+        image, p = images[i : i + 1], probs[i : i + 1]
+        with watch.section("ours build"):
+            lat = PermutohedralLattice.from_images(image, SIGMA_RGB, sigma_xy)
+        with watch.section("ours filter"):
+            lat.filter(p)
+        leaf = p.clone().requires_grad_()
+        with watch.section("ours energy"):
+            loss.energy(image, leaf).backward()
+
+    return task
+
+
+def ours_batch(images: Tensor, probs: Tensor, sigma_xy: float, threads: Threads, energy: bool) -> Task:
+    """Ours on a whole batch with the given threads: build + filter, or DenseCRF forward + backward."""
+    loss = DenseCRFLoss(sigma_rgb=SIGMA_RGB, sigma_xy=sigma_xy)
+
+    def task(watch: Stopwatch, rep: int) -> None:
+        set_threads(*threads)
+        leaf = probs.clone().requires_grad_() if energy else probs
+        with watch.section(str(threads)):
+            if energy:
+                loss.energy(images, leaf).backward()
+            else:
+                PermutohedralLattice.from_images(images, SIGMA_RGB, sigma_xy).filter(leaf)
+
+    return task
+
+
+# ----------------------------------------------------------------------------- table
+
+
+@dataclass
+class Row:
+    metric: str
+    ours: str
+    peer: str = "—"
+    ratio: str = "—"
+    target: str = "—"
+    passed: bool | None = None
+
+    def cells(self) -> list[str]:
+        result = "—" if self.passed is None else ("PASS" if self.passed else "FAIL")
+        return [self.metric, self.ours, self.peer, self.ratio, self.target, result]
+
+
+def ms(seconds: float) -> str:
+    return f"{1e3 * seconds:.1f} ms"
+
+
+def peer_filter(s: Sections) -> float:
+    return s["peer step"] - s["peer unary-only step"]
+
+
+def peer_one_class(s: Sections) -> float:
+    return s["peer1 build"] + s["peer1 steps"] - s["peer1 unary-only steps"]
+
+
+def ours_total(s: Sections) -> float:
+    return s["ours build"] + s["ours filter"]
+
+
+def speed_row(
+    label: str, samples: Sequence[Sections], ours: Callable[[Sections], float],
+    peer: Callable[[Sections], float] | None = None, max_ms: float | None = None, min_ratio: float | None = None,
+) -> Row:  # fmt: skip
+    """Medians of ours, the peer and the per-repetition ratio peer / ours, with an optional target."""
+    ours_s = median(samples, ours)
+    row = Row(label, ms(ours_s))
+    if peer is not None:
+        ratio = median(samples, lambda s: peer(s) / ours(s))
+        row.peer, row.ratio = ms(median(samples, peer)), f"{ratio:.2f}x"
+        if min_ratio is not None:
+            row.target, row.passed = f"≥ {min_ratio:g}x", ratio >= min_ratio
+    if max_ms is not None:
+        row.target, row.passed = f"≤ {max_ms:g} ms", 1e3 * ours_s <= max_ms
+    return row
+
+
+def per_image_speed_rows(size: int, samples: Sequence[Sections], targets: bool) -> list[Row]:
+    """Per-image rows of one image size; targets only where ``targets`` (513x513)."""
+
+    def target(value: float) -> float | None:
+        return value if targets else None
+
+    s = f"{size}x{size}"
+    return [
+        speed_row(f"{s} lattice build", samples, lambda t: t["ours build"], lambda t: t["peer build"], target(15)),
+        speed_row(f"{s} filter, 21 channels", samples, lambda t: t["ours filter"], peer_filter, target(10)),
+        Row(f"{s} pydensecrf2 inference step before the subtraction (peer only)", "—",
+            ms(median(samples, lambda t: t["peer step"]))),
+        speed_row(f"{s} build + filter vs pydensecrf2 build + filter", samples, ours_total,
+                  lambda t: t["peer build"] + peer_filter(t), min_ratio=target(2)),
+        speed_row(f"{s} build + filter vs pydensecrf2 one class at a time (build + 21 x 1 channel)",
+                  samples, ours_total, peer_one_class, min_ratio=target(20)),
+        speed_row(f"{s} DenseCRF energy fwd + bwd vs pydensecrf2 one class at a time", samples,
+                  lambda t: t["ours energy"], peer_one_class),
+    ]  # fmt: skip
+
+
+ONE_THREAD: Threads = (1, 1)
+
+
+def thread_row(
+    label: str, samples: Sequence[Sections], threads: Threads, min_speedup: float | None, max_seconds: float | None
+) -> Row:
+    """A batch with ``threads`` (ours column) vs the same batch on 1 thread (peer column); optional
+    targets on the speed-up or on the time."""
+    one, many = median(samples, lambda t: t[str(ONE_THREAD)]), median(samples, lambda t: t[str(threads)])
+    speedup = median(samples, lambda t: t[str(ONE_THREAD)] / t[str(threads)])
+    row = Row(label, f"{many:.3f} s", f"{one:.3f} s", f"{speedup:.2f}x")
+    if min_speedup is not None:
+        row.target, row.passed = f"≥ {min_speedup:g}x", speedup >= min_speedup
+    if max_seconds is not None:
+        row.target, row.passed = f"≤ {max_seconds:g} s", many <= max_seconds
+    return row
+
+
+def accuracy_stats(approx: np.ndarray, exact: np.ndarray) -> tuple[float, float, float]:
+    """(overall ratio sum(approx)/sum(exact), median per-pixel relative error, the same median after
+    dividing approx by the overall ratio)."""
+    ratio = float(approx.sum() / exact.sum())
+    rel = np.abs(approx - exact) / np.abs(exact)
+    shape = np.abs(approx / ratio - exact) / np.abs(exact)
+    return ratio, float(np.median(rel)), float(np.median(shape))
+
+
+def filtered_on_real_images(paths: Sequence[Path], sigma_xy: float) -> dict[str, np.ndarray]:
+    """Exact, ours and pydensecrf2's raw filter of ones (key "<who> ones") and of random values
+    ("<who> random"), pooled over the images downsampled ACCURACY_FACTOR x."""
+    pooled: dict[str, list[np.ndarray]] = defaultdict(list)
+    sigma = sigma_xy / ACCURACY_FACTOR
+    for index, path in enumerate(paths):
+        image = load_image(path, factor=ACCURACY_FACTOR)
+        shape = image.shape[2:]
+        g = torch.Generator().manual_seed(index)
+        values = torch.cat([torch.ones(1, 1, *shape), 0.1 + torch.rand(1, 3, *shape, generator=g)], 1)
+        exact = exact_bilateral_filter(image, values.double(), SIGMA_RGB, sigma)[0].flatten(1).numpy()
+        ours = bilateral_filter(image, values, SIGMA_RGB, sigma)[0].flatten(1).double().numpy()
+        peer = peer_raw_filter(image, values[0].flatten(1).numpy(), sigma, 1.0 / float(exact.max()))
+        for who, out in (("exact", exact), ("ours", ours), ("peer", peer)):
+            pooled[f"{who} ones"].append(out[:1].ravel())
+            pooled[f"{who} random"].append(out[1:].ravel())
+    return {key: np.concatenate(parts) for key, parts in pooled.items()}
+
+
+def accuracy_rows(paths: Sequence[Path]) -> list[Row]:
+    """Ours and pydensecrf2's raw filter vs the exact filter, real images downsampled 4x."""
+    rows = []
+    for sigma_xy in ACCURACY_SIGMA_XY:
+        out = filtered_on_real_images(paths, sigma_xy)
+        for kind in ("ones", "random"):
+            o_ratio, o_med, o_shape = accuracy_stats(out[f"ours {kind}"], out[f"exact {kind}"])
+            p_ratio, p_med, p_shape = accuracy_stats(out[f"peer {kind}"], out[f"exact {kind}"])
+            label = f"accuracy, sigma_xy {sigma_xy:g} (/{ACCURACY_FACTOR}), values {kind}:"
+            rows += [
+                Row(f"{label} overall ratio sum(approx)/sum(exact)", f"{o_ratio:.4f}", f"{p_ratio:.4f}",
+                    target="0.9–1.1", passed=0.9 <= o_ratio <= 1.1),
+                Row(f"{label} median per-pixel relative error", f"{100 * o_med:.2f}%", f"{100 * p_med:.2f}%",
+                    target="≤ 10%", passed=o_med <= 0.10),
+                Row(f"{label} the same after dividing by the overall ratio", f"{100 * o_shape:.2f}%",
+                    f"{100 * p_shape:.2f}%"),
+            ]  # fmt: skip
+    return rows
+
+
+def markdown(rows: Sequence[Row]) -> str:
+    header = ["metric", "ours", "peer", "ratio (peer / ours)", "target", "result"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row.cells()) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def machine_info() -> str:
+    model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        platform.processor() or "unknown",
+    )  # fmt: skip
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{model}, {os.cpu_count()} cores ({usable} usable), {platform.system()} {platform.release()}"
+
+
+def load_average() -> str:
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+NOTES = """\
+What each number covers. Times are per image unless the row says batch, single-threaded except
+the batch rows; each is the median over repetitions, ours and the peer run side by side in every
+repetition (alternating order), one image per repetition in turn; the ratio column is the median
+of the per-repetition ratios. Targets are judged on wall time; the CPU-time table (this process's
+`time.process_time`) shows the same per-image work without the time other processes took from us
+on this shared machine.
+
+- **ours build**: `PermutohedralLattice.from_images` (RGBXY features from the float image, lattice).
+  **ours filter**: `lattice.filter` of the (1, 21, H, W) probabilities (host copies included).
+  **ours DenseCRF**: `DenseCRFLoss(sigma_rgb=15, sigma_xy).energy(images, probs)` + `.backward()`
+  (input checks, build, a 22-channel filter, a 21-channel transposed filter, the tensor math).
+  sigma_xy is 100 at 513x513 and 50 at 257x257 (rloss's 100 with scale_factor 0.5).
+- **peer build**: pydensecrf2 `DenseCRF2D.addPairwiseBilateral(sxy, srgb, uint8 image, DIAG_KERNEL,
+  NO_NORMALIZATION)`: features, lattice, plus the 1-channel filter of ones that pydensecrf2 always
+  runs to compute its normalization. Object creation and `setUnaryEnergy` are not timed.
+- **peer filter, 21 channels**: one `stepInference` of a 21-label CRF (one 21-channel lattice
+  filter, the Potts scaling, the unary subtraction, a softmax over 21 x N) minus one `stepInference`
+  of an identical CRF without the pairwise term (unary copy + softmax), subtracted per repetition.
+  The row "inference step before the subtraction" is the step alone.
+- **peer one class at a time**: what the original rloss C++ (`bilateralfilter`) does per image: one
+  lattice build, then 21 single-channel filters. Timed as `addPairwiseBilateral` on a 1-label CRF
+  plus 21 `stepInference` calls on each class's probabilities, minus 21 unary-only steps.
+- **DenseCRF vs one class at a time**: ours is the whole loss forward + backward; the peer is only
+  the lattice work of the original rloss forward (its backward reuses it): an indication.
+- **batch rows**: ours is the batch with 2 threads, the peer column the same batch with
+  `rloss.lattice.set_num_threads(1)` and `torch.set_num_threads(1)`; the ratio is the speed-up (wall
+  time), which other processes running on the two cores reduce. "2 lattice threads (torch 1)" sets
+  only the lattice to 2 threads (the target's API); "torch 2" also gives torch 2 threads, as a
+  2-core training process would; the DenseCRF batch runs with both on 2.
+- **accuracy**: real images downsampled 4x (antialiased, about 125x94), sigma_rgb 15, sigma_xy / 4;
+  values all ones (1 channel) or uniform 0.1–1.1 (3 channels); pooled over the images. Ours is
+  `bilateral_filter` (float32); the peer is pydensecrf2's raw unnormalized lattice filter (read out
+  of an inference step); the reference is `exact_bilateral_filter` in float64.
+"""
+
+
+def report(tables: dict[str, Sequence[Row]], header: Sequence[str]) -> str:
+    """The markdown document: a header list, then each titled table, then the notes."""
+    lines = ["# Permutohedral lattice benchmark", "", *(f"- {item}" for item in header), ""]
+    for title, rows in tables.items():
+        lines += [f"## {title}", "", markdown(rows), ""]
+    return "\n".join(lines) + "\n" + NOTES
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def per_image_samples(paths: Sequence[Path], size: int, reps: int) -> dict[str, list[Sections]]:
+    images = torch.cat([load_image(p, (size, size)) for p in paths])
+    probs = smooth_probs(len(paths), size, size, seed=size)
+    sigma_xy = SIGMA_XY[size]
+    inputs = [PeerInput.of(images[i : i + 1], probs[i : i + 1], sigma_xy) for i in range(len(paths))]
+    set_threads(1)
+    tasks = [ours_per_image(images, probs, sigma_xy), peer_all_classes(inputs), peer_one_class_at_a_time(inputs)]
+    return measure(tasks, reps)
+
+
+def batch_rows(paths: Sequence[Path], reps: int) -> list[Row]:
+    """A batch of 12 at 257x257: build + filter with 2 lattice threads (torch on 1, then on 2), and
+    DenseCRF forward + backward with both on 2, each against the same work on 1 thread."""
+    size = 257
+    images = batch_of(torch.cat([load_image(p, (size, size)) for p in paths]), BATCH)
+    probs = smooth_probs(BATCH, size, size, seed=size + 1)
+    shape = f"batch of {BATCH}x{K}x{size}x{size}"
+
+    def samples(energy: bool, configs: Sequence[Threads]) -> list[Sections]:
+        return measure([ours_batch(images, probs, SIGMA_XY[size], c, energy) for c in configs], reps)["wall"]
+
+    build = samples(False, (ONE_THREAD, (2, 1), (2, 2)))
+    energy = samples(True, (ONE_THREAD, (2, 2)))
+    set_threads(1)
+    return [
+        thread_row(f"build + filter, {shape}: 2 lattice threads (torch 1) vs 1", build, (2, 1), 1.6, None),
+        thread_row(f"build + filter, {shape}: 2 lattice threads, torch 2 vs 1", build, (2, 2), None, None),
+        thread_row(f"DenseCRF fwd + bwd, {shape}: 2 threads (lattice and torch) vs 1", energy, (2, 2), None, 0.15),
+    ]
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 images, 2 repetitions, no file")
+    parser.add_argument("--reps", type=int, default=None, help="repetitions (default 10 per image, 7 per batch)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="results file (default benchmarks/results/lattice.md; with --quick: none)")  # fmt: skip
+    return parser.parse_args(argv)
+
+
+def run(paths: Sequence[Path], image_reps: int, batch_reps: int) -> dict[str, list[Row]]:
+    """All measurements, as titled tables."""
+    torch.set_flush_denormal(True)
+    wall: list[Row] = []
+    cpu: list[Row] = []
+    for size in (257, 513):
+        samples = per_image_samples(paths, size, image_reps)
+        wall += per_image_speed_rows(size, samples["wall"], targets=size == 513)
+        cpu += per_image_speed_rows(size, samples["cpu"], targets=size == 513)
+        progress(f"{size}x{size} per image")
+    wall += batch_rows(paths, batch_reps)
+    progress("batches")
+    wall += accuracy_rows(paths)
+    progress("accuracy")
+    return {"Speed (wall time) and accuracy": wall, "Per-image speed in CPU time (time.process_time)": cpu}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    header = [
+        f"command: `python benchmarks/lattice.py{' --quick' if args.quick else ''}`",
+        f"date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
+        f"machine: {machine_info()}",
+        f"torch {torch.__version__}, numba {numba.__version__}, pydensecrf2 {version('pydensecrf2')}",
+        f"load average (1 / 5 / 15 min) at start: {load_average()}",
+    ]
+    paths = sorted(DATA.glob("*.jpg"))[: 2 if args.quick else None]
+    image_reps = args.reps or (2 if args.quick else 2 * len(paths))
+    batch_reps = args.reps or (2 if args.quick else 7)
+    tables = run(paths, image_reps, batch_reps)
+    header += [
+        f"load average at end: {load_average()}",
+        f"repetitions: {image_reps} per image (one image each, {len(paths)} images), {batch_reps} per batch row",
+    ]
+    text = report(tables, header)
+    print(text)
+    output = args.output or (None if args.quick else RESULTS)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text)
+        print(f"saved {output.relative_to(ROOT) if output.is_relative_to(ROOT) else output}")
+
+
+if __name__ == "__main__":
+    main()
