@@ -12,6 +12,10 @@ per pixel, on image and S downscaled by ``--scale`` (small images only), so the 
 measures the data, independently of the lattice. Usage:
 
     python benchmarks/synthetic_baselines.py --iters 300 --finetune-iters 150 --device cpu
+
+Measured (64x64, 400 train / 100 val images, 300 + 150 iterations, weight 1): Voronoi 30-31,
+pCE 82-84, pCE + DenseCRF 89-90, full supervision 96-97 mIoU (seeds 0 and 1, one H200; the same
+trend on 2 CPU cores with 200 + 100 iterations: 82.6 / 88.9 / 95.5).
 """
 
 from __future__ import annotations
