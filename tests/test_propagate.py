@@ -13,8 +13,7 @@ from PIL import Image
 from rloss.cli import main
 from rloss.data.base import read_label
 from rloss.data.constants import voc_palette
-from rloss.lattice import PermutohedralLattice
-from rloss.propagate import default_regularizer, load_pair, propagate, reused_lattices, voronoi_baseline
+from rloss.propagate import default_regularizer, load_pair, propagate, voronoi_baseline
 
 DATA = Path(__file__).parent / "data"
 FAST = ["--steps", "30", "--width", "48"]
@@ -149,13 +148,3 @@ def test_folder_with_one_bad_pair_writes_nothing(tmp_path: Path) -> None:
         main(["propagate", "--image", str(images), "--scribbles", str(scribbles), "--output", str(out), *FAST])
     assert str(bad) in str(error.value)
     assert not out.exists() or not any(out.iterdir())
-
-
-def test_reused_lattices_builds_once_and_restores_the_classmethod() -> None:
-    images = torch.rand(1, 3, 8, 9) * 255
-    original = PermutohedralLattice.__dict__["from_images"]
-    with reused_lattices():
-        first = PermutohedralLattice.from_images(images, 15.0, 3.0)
-        assert PermutohedralLattice.from_images(images, 15.0, 3.0) is first
-        assert PermutohedralLattice.from_images(images.clone(), 15.0, 3.0) is not first
-    assert PermutohedralLattice.__dict__["from_images"] is original

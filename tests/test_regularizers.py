@@ -225,3 +225,26 @@ def test_partial_cross_entropy_counts_labeled_pixels_only() -> None:
         partial_cross_entropy(logits, torch.full((2, 5, 6), 7))
     with pytest.raises(ValueError, match="labels must have shape"):
         partial_cross_entropy(logits, labels[:, :4])
+
+
+def test_lattice_is_reused_for_the_same_unmodified_images(monkeypatch) -> None:
+    from rloss.lattice import PermutohedralLattice
+
+    builds = []
+    original = PermutohedralLattice.from_images.__func__
+
+    def counting(cls, images, sigma_rgb, sigma_xy):
+        builds.append(tuple(images.shape))
+        return original(cls, images, sigma_rgb, sigma_xy)
+
+    monkeypatch.setattr(PermutohedralLattice, "from_images", classmethod(counting))
+    images = random_blocks_image(12, 12, 0)
+    probs = soft_masks(1, 2, 12, 12, 0, torch.float32)
+    loss = DenseCRFLoss(sigma_xy=4.0, scale_factor=0.5)
+    first = loss.energy(images, probs)
+    torch.testing.assert_close(loss.energy(images, probs), first)
+    assert len(builds) == 1  # same tensor, unmodified: one build
+    loss.energy(images.clone(), probs)
+    images.add_(1.0)  # modified in place: rebuilt
+    loss.energy(images, probs)
+    assert len(builds) == 3

@@ -10,8 +10,7 @@ import argparse
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,6 @@ from tqdm import tqdm
 
 from rloss.data.base import IMAGE_SUFFIXES, read_image, read_label
 from rloss.data.constants import IGNORE_INDEX, PAD_INDEX, VOC_CLASSES, voc_palette
-from rloss.lattice import PermutohedralLattice
 from rloss.losses import partial_cross_entropy
 from rloss.regularizers import REGISTRY, Regularizer, build_regularizer
 
@@ -64,28 +62,6 @@ def voronoi_baseline(scribbles: Tensor | np.ndarray) -> Tensor:
         raise ValueError("scribbles hold no labeled pixel; expected at least one class id != 255")
     _, (rows, cols) = ndimage.distance_transform_edt(~labeled, return_indices=True)
     return scribbles[torch.from_numpy(rows), torch.from_numpy(cols)]
-
-
-@contextmanager
-def reused_lattices() -> Iterator[None]:
-    """Within the block, ``PermutohedralLattice.from_images`` returns the lattice already built for
-    the same images tensor and bandwidths: the regularizers see one fixed image for every step,
-    and a lattice build costs ~100x a filter at propagate's working size."""
-    original = PermutohedralLattice.__dict__["from_images"]  # the classmethod descriptor, restored as is
-    build = PermutohedralLattice.from_images
-    cache: dict[tuple[int, float, float], tuple[Tensor, PermutohedralLattice]] = {}
-
-    def cached(images: Tensor, sigma_rgb: float, sigma_xy: float) -> PermutohedralLattice:
-        key = (id(images), float(sigma_rgb), float(sigma_xy))
-        if key not in cache or cache[key][0] is not images:
-            cache[key] = (images, build(images, sigma_rgb, sigma_xy))
-        return cache[key][1]
-
-    PermutohedralLattice.from_images = staticmethod(cached)  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        PermutohedralLattice.from_images = original  # type: ignore[method-assign]
 
 
 def _downsample_scribbles(onehot: Tensor, size: tuple[int, int]) -> Tensor:
@@ -131,15 +107,14 @@ def propagate(
     small = F.interpolate(image[None], size=size, mode="area").clamp(0, 255)
     logits = torch.zeros(1, classes.numel(), *size, requires_grad=True)
     optimizer = torch.optim.Adam([logits], lr=lr)
-    with reused_lattices():
-        for _ in range(steps):
-            optimizer.zero_grad()
-            probs = logits.softmax(1)
-            loss = partial_cross_entropy(logits, labels)
-            for regularizer in regularizers:
-                loss = loss + regularizer(small, probs, None, labels)
-            loss.backward()
-            optimizer.step()
+    for _ in range(steps):  # the same ``small`` tensor every step: the regularizers reuse its lattice
+        optimizer.zero_grad()
+        probs = logits.softmax(1)
+        loss = partial_cross_entropy(logits, labels)
+        for regularizer in regularizers:
+            loss = loss + regularizer(small, probs, None, labels)
+        loss.backward()
+        optimizer.step()
     with torch.no_grad():
         probs = F.interpolate(logits.softmax(1), size=(height, full_w), mode="bilinear", align_corners=False)
     return classes[probs[0].argmax(0)]

@@ -7,6 +7,8 @@ DenseCRF is sum_k (a_k - q_k); normalized cut is sum_k (a_k - q_k) / a_k.
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -46,14 +48,39 @@ class _LatticeQuadraticForms(torch.autograd.Function):
         return grad.to(device=device, dtype=dtype), None, None
 
 
+# Lattices of image tensors still alive, keyed by the tensor the caller passed: per-image optimization
+# (rloss propagate) passes the same unmodified images at every step and reuses one lattice.
+# (Tensors compare elementwise, so the cache is keyed by id, with a weak reference that drops the entry.)
+_LATTICES: dict[int, tuple[weakref.ref, tuple, PermutohedralLattice]] = {}
+
+
+def lattice_for(source: Tensor, images: Tensor, sigma_rgb: float, sigma_xy: float) -> PermutohedralLattice:
+    """The lattice of ``images`` (derived from ``source``, e.g. downsampled), reused while the same
+    ``source`` tensor comes back unmodified (same version counter, shape and bandwidths)."""
+    key = (source._version, tuple(source.shape), tuple(images.shape), float(sigma_rgb), float(sigma_xy))
+    cached = _LATTICES.get(id(source))
+    if cached is not None and cached[0]() is source and cached[1] == key:
+        return cached[2]
+    lattice = PermutohedralLattice.from_images(images, sigma_rgb, sigma_xy)
+    ident = id(source)
+    _LATTICES[ident] = (weakref.ref(source, lambda _: _LATTICES.pop(ident, None)), key, lattice)
+    return lattice
+
+
 def affinity_quadratic_forms(
-    images: Tensor, probs: Tensor, roi: Tensor, sigma_rgb: float, sigma_xy: float, exact: bool = False
+    images: Tensor,
+    probs: Tensor,
+    roi: Tensor,
+    sigma_rgb: float,
+    sigma_xy: float,
+    exact: bool = False,
+    lattice: PermutohedralLattice | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Per image and class: a = S_k^T W m and q = S_k^T W S_k, both (B, K) float64.
 
     images: (B, 3, H, W) RGB 0..255; probs: (B, K, H, W) with S = 0 outside the ROI; roi: (B, H, W)
     bool. ``exact`` uses the brute-force W (O(N^2), small images, plain autograd) instead of the
-    lattice. Differentiable with respect to probs.
+    lattice; ``lattice`` is a prebuilt lattice of ``images``. Differentiable with respect to probs.
     """
     if exact:
         compute = torch.float64 if probs.dtype == torch.float64 else torch.float32
@@ -65,7 +92,8 @@ def affinity_quadratic_forms(
         a = (s.double() * filtered[:, -1:].double()).sum(2)
         q = (s.double() * filtered[:, :-1].double()).sum(2)
         return a, q
-    lattice = PermutohedralLattice.from_images(images, sigma_rgb, sigma_xy)
+    if lattice is None:
+        lattice = PermutohedralLattice.from_images(images, sigma_rgb, sigma_xy)
     return _LatticeQuadraticForms.apply(probs, roi, lattice)
 
 
@@ -95,6 +123,7 @@ class AffinityRegularizer(Regularizer):
     def quadratic_forms(self, images: Tensor, probs: Tensor, roi: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """Validate, rescale, and return (a, q) of shape (B, K) float64 and the rescaled ROI (B, h, w)."""
         probs, roi = self.prepare_inputs(images, probs, roi)
+        source = images
         if self.scale_factor < 1.0:
             h, w = probs.shape[-2:]
             size = (max(1, round(h * self.scale_factor)), max(1, round(w * self.scale_factor)))
@@ -103,7 +132,8 @@ class AffinityRegularizer(Regularizer):
             roi = F.interpolate(roi[:, None].float(), size=size, mode="nearest")[:, 0] > 0.5
             probs = probs * roi[:, None].to(probs.dtype)
         sigma_xy = self.sigma_xy * self.scale_factor
-        a, q = affinity_quadratic_forms(images, probs, roi, self.sigma_rgb, sigma_xy, self.exact)
+        lattice = None if self.exact else lattice_for(source, images, self.sigma_rgb, sigma_xy)
+        a, q = affinity_quadratic_forms(images, probs, roi, self.sigma_rgb, sigma_xy, self.exact, lattice)
         return a, q, roi
 
     def extra_repr(self) -> str:
