@@ -236,53 +236,61 @@ def _slice8(typingctx, out, channel, n, n_rows, buf, stride, offsets, weights, s
     return sig, codegen
 
 
-# Hash table: a (capacity, words + 1) int64 array, one row per slot holding a packed key (``words``
+# Hash table: a (capacity + 1, words + 1) int64 array, one row per slot holding a packed key (``words``
 # int64, the first d lattice coordinates, 21 bits each) and, in the last column, the vertex index
-# (-1: empty). Keys and indices side by side: a look-up that hits touches one cache line. The slot of
-# a key is the top ``bits`` bits of a multiplicative hash; linear probing.
+# (-1: empty, keys -1 too: packed keys are >= 0). Keys and indices side by side: a look-up that hits
+# touches one cache line. The home slot of a key is the top ``bits`` bits of a multiplicative hash;
+# linear probing; the load factor stays <= 1/4, so most keys sit in their home slot or the next one,
+# which the fast path (2-word keys, d <= 6) checks without branches. Row ``capacity`` is always empty:
+# the fast path reads it after the last slot (wrapping around is left to the slow path).
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
-def _hash(key0: np.int64, key1: np.int64) -> np.int64:
-    return (key0 * _HASH_MULT) ^ (key1 * _HASH_MULT2)
+def _hash(key: np.ndarray, row: int) -> np.int64:
+    h = (key[row, 0] * _HASH_MULT) ^ (key[row, 1] * _HASH_MULT2)
+    for w in range(2, key.shape[1]):
+        h = (h ^ key[row, w]) * _HASH_MULT
+    return h
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _probe(table: np.ndarray, slot: int, key0: np.int64, key1: np.int64) -> np.int64:
+    """Vertex index of the 2-word key (key0, key1) if it is in ``slot`` or the next one; -1 if absent
+    (an empty slot comes first); -2 if undecided. Loads everything first, so it compiles to selects."""
+    index0 = table[slot, 2]
+    index1 = table[slot + 1, 2]
+    hit0 = (table[slot, 0] == key0) & (table[slot, 1] == key1)
+    hit1 = (table[slot + 1, 0] == key0) & (table[slot + 1, 1] == key1)
+    later = np.int64(-1) if index1 < 0 else np.int64(-2)
+    second = index1 if hit1 else later
+    first = np.int64(-1) if index0 < 0 else second
+    return index0 if hit0 else first
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _find(table: np.ndarray, shift: int, key: np.ndarray) -> int:
-    """Index of the packed ``key`` (``words`` int64) among the lattice vertices, or -1."""
-    words = key.shape[0]
-    mask = table.shape[0] - 1
-    h = _hash(key[0], key[1])
-    for w in range(2, words):
-        h = (h ^ key[w]) * _HASH_MULT
-    slot = (h >> shift) & mask
-    while True:
-        entry = table[slot, words]
-        if entry < 0:
-            return -1
+def _find_slot(table: np.ndarray, slot: int, key: np.ndarray, row: int) -> int:
+    """The slot holding key[row] (``words`` int64), or the empty slot where it would go."""
+    words = key.shape[1]
+    mask = table.shape[0] - 2
+    while table[slot, words] >= 0:
         same = True
         for w in range(words):
-            if table[slot, w] != key[w]:
+            if table[slot, w] != key[row, w]:
                 same = False
         if same:
-            return entry
+            return slot
         slot = (slot + 1) & mask
+    return slot
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _rehash(keys: np.ndarray, count: int, capacity: int, bits: int) -> np.ndarray:
-    """A table of ``capacity`` (2**bits) slots holding the first ``count`` keys."""
+def _rehash(keys: np.ndarray, count: int, bits: int) -> np.ndarray:
+    """A table of 2**bits slots (plus the empty padding row) holding the first ``count`` keys."""
     words = keys.shape[1]
-    table = np.full((capacity, words + 1), -1, np.int64)
-    shift = 64 - bits
-    mask = capacity - 1
+    capacity = 1 << bits
+    table = np.full((capacity + 1, words + 1), -1, np.int64)
     for v in range(count):
-        h = _hash(keys[v, 0], keys[v, 1])
-        for w in range(2, words):
-            h = (h ^ keys[v, w]) * _HASH_MULT
-        slot = (h >> shift) & mask
-        while table[slot, words] >= 0:
-            slot = (slot + 1) & mask
+        slot = _find_slot(table, (_hash(keys, v) >> (64 - bits)) & (capacity - 1), keys, v)
         for w in range(words):
             table[slot, w] = keys[v, w]
         table[slot, words] = v
@@ -292,45 +300,73 @@ def _rehash(keys: np.ndarray, count: int, capacity: int, bits: int) -> np.ndarra
 @njit(cache=True, nogil=True, error_model="numpy")
 def _insert_block(
     table: np.ndarray,
-    shift: int,
+    bits: int,
     keys: np.ndarray,
     count: int,
     block_keys: np.ndarray,
     block_hash: np.ndarray,
-    found: np.ndarray,
+    offsets: np.ndarray,
+    start: int,
     m: int,
 ) -> int:
-    """Look up (inserting when new) the (d+1, m) keys of a block; found[r, k] = vertex index.
+    """Find (inserting the new ones) the vertices of pixels start..start+m-1 into offsets.
 
-    The caller guarantees room for every key of the block in ``keys`` and ``table``. Returns count."""
-    d1 = found.shape[0]
+    block_keys (d+1, words, _BLOCK) and block_hash (d+1, _BLOCK) as computed by build_lattice. The caller
+    guarantees room for every key of the block in ``keys`` and ``table``. Returns the new count."""
+    d1 = offsets.shape[1]
     words = keys.shape[1]
-    mask = table.shape[0] - 1
-    for r in range(d1):
-        for k in range(m):
-            k0 = block_keys[0, r, k]
-            k1 = block_keys[1, r, k]
+    mask = (1 << bits) - 1
+    shift = 64 - bits
+    key = np.empty((1, words), np.int64)
+    for k in range(m):
+        for r in range(d1):
             slot = (block_hash[r, k] >> shift) & mask
-            while True:
+            entry = np.int64(-2)
+            if words == 2:
+                entry = _probe(table, slot, block_keys[r, 0, k], block_keys[r, 1, k])
+            if entry < 0:  # a new vertex, or a key further from its home slot
+                for w in range(words):
+                    key[0, w] = block_keys[r, w, k]
+                slot = _find_slot(table, slot, key, 0)
                 entry = table[slot, words]
-                if table[slot, 0] == k0 and table[slot, 1] == k1:
-                    same = True
-                    for w in range(2, words):
-                        if table[slot, w] != block_keys[w, r, k]:
-                            same = False
-                    if same and entry >= 0:
-                        break
-                if entry < 0:  # a new vertex
+                if entry < 0:
                     for w in range(words):
-                        keys[count, w] = block_keys[w, r, k]
-                        table[slot, w] = block_keys[w, r, k]
+                        keys[count, w] = key[0, w]
+                        table[slot, w] = key[0, w]
                     table[slot, words] = count
                     entry = count
                     count += 1
-                    break
-                slot = (slot + 1) & mask
-            found[r, k] = entry
+            offsets[start + k, r] = entry
     return count
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _find_neighbors(table: np.ndarray, bits: int, keys: np.ndarray, count: int, ones: np.ndarray, steps: np.ndarray):
+    """neighbors (d+1, count, 2): +1 indices of each vertex's two neighbours along each direction j,
+    whose coordinates are the vertex's -1 (+1), except coordinate j: +d (-d); steps[j] is the packed
+    (d+1) e_j (zero for j = d)."""
+    d1 = steps.shape[0]
+    words = keys.shape[1]
+    mask = (1 << bits) - 1
+    shift = 64 - bits
+    neighbors = np.empty((d1, count, 2), np.int32)
+    key = np.empty((1, words), np.int64)
+    for v in range(count):
+        for j in range(d1):
+            for side in range(2):
+                for w in range(words):
+                    if side == 0:
+                        key[0, w] = keys[v, w] - ones[w] + steps[j, w]
+                    else:
+                        key[0, w] = keys[v, w] + ones[w] - steps[j, w]
+                slot = (_hash(key, 0) >> shift) & mask
+                entry = np.int64(-2)
+                if words == 2:
+                    entry = _probe(table, slot, key[0, 0], key[0, 1])
+                if entry == -2:
+                    entry = table[_find_slot(table, slot, key, 0), words]
+                neighbors[j, v, side] = entry + 1
+    return neighbors
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
@@ -351,13 +387,14 @@ def build_lattice(features: np.ndarray):
     for i in range(d):
         scale[i] = inv_std / np.sqrt((i + 1.0) * (i + 2.0))
 
-    offsets = np.empty((n_points, d1), np.int32)
-    weights = np.empty((n_points, d1), np.float32)
+    # One allocation for both (fewer fresh pages to fault in when malloc maps new memory)
+    storage = np.empty(2 * n_points * d1, np.int32)
+    offsets = storage[: n_points * d1].reshape((n_points, d1))
+    weights = storage[n_points * d1 :].view(np.float32).reshape((n_points, d1))
     words = max(2, (d + 2) // 3)
     bits = 12
-    capacity = 1 << bits
-    table = np.full((capacity, words + 1), -1, np.int64)
-    keys = np.empty((capacity // 2, words), np.int64)
+    table = _rehash(np.empty((0, words), np.int64), 0, bits)
+    keys = np.empty((1 << (bits - 2), words), np.int64)
     count = 0
 
     elevated = np.empty((d1, _BLOCK), np.float64)
@@ -368,16 +405,17 @@ def build_lattice(features: np.ndarray):
     ranked = np.empty((d1, _BLOCK), np.float64)
     bary = np.empty((d1, _BLOCK), np.float64)
     base = np.empty((words, _BLOCK), np.int64)
-    block_keys = np.empty((words, d1, _BLOCK), np.int64)
+    block_keys = np.empty((d1, words, _BLOCK), np.int64)
     block_hash = np.empty((d1, _BLOCK), np.int64)
-    found = np.empty((d1, _BLOCK), np.int32)
     word_of = np.empty(d, np.int64)
     shift_of = np.empty(d, np.int64)
     ones = np.zeros(words, np.int64)
+    steps = np.zeros((d1, words), np.int64)
     for i in range(d):
         word_of[i] = i // 3
         shift_of[i] = _KEY_BITS * (i % 3)
         ones[word_of[i]] += np.int64(1) << shift_of[i]
+        steps[i, word_of[i]] = np.int64(d1) << shift_of[i]
 
     for start in range(0, n_points, _BLOCK):
         m = min(_BLOCK, n_points - start)
@@ -427,6 +465,9 @@ def build_lattice(features: np.ndarray):
         for r in range(1, d1):
             for k in range(m):
                 bary[r, k] = ranked[d - r, k] - ranked[d - r + 1, k]
+        for k in range(m):
+            for r in range(d1):
+                weights[start + k, r] = bary[r, k]
         # The d+1 simplex vertices: vertex r has coordinates rem0 + r, minus d+1 where
         # rank >= d+1-r. Packed keys are linear in the coordinates.
         for w in range(words):
@@ -438,51 +479,31 @@ def build_lattice(features: np.ndarray):
             for k in range(m):
                 base[w, k] += (rem0[i, k] + KEY_LIMIT) << s
         for r in range(d1):
+            key_words = block_keys[r]
             for w in range(words):
                 for k in range(m):
-                    block_keys[w, r, k] = base[w, k] + r * ones[w]
+                    key_words[w, k] = base[w, k] + r * ones[w]
             for i in range(d):
                 w = word_of[i]
                 step = np.int64(d1) << shift_of[i]
                 for k in range(m):
-                    block_keys[w, r, k] -= step * np.int64(rank[i, k] >= d1 - r)
+                    key_words[w, k] -= step * np.int64(rank[i, k] >= d1 - r)
             for k in range(m):
-                block_hash[r, k] = _hash(block_keys[0, r, k], block_keys[1, r, k])
+                block_hash[r, k] = (key_words[0, k] * _HASH_MULT) ^ (key_words[1, k] * _HASH_MULT2)
             for w in range(2, words):
                 for k in range(m):
-                    block_hash[r, k] = (block_hash[r, k] ^ block_keys[w, r, k]) * _HASH_MULT
-        # Room for every key of the block (load factor <= 1/2), then the look-ups.
-        if 2 * (count + d1 * m) > capacity:
-            while 2 * (count + d1 * m) > capacity:
+                    block_hash[r, k] = (block_hash[r, k] ^ key_words[w, k]) * _HASH_MULT
+        # Room for every key of the block (load factor <= 1/4), then the look-ups.
+        if 4 * (count + d1 * m) > (1 << bits):
+            while 4 * (count + d1 * m) > (1 << bits):
                 bits += 1
-                capacity *= 2
-            grown = np.empty((capacity // 2, words), np.int64)
+            grown = np.empty((1 << (bits - 2), words), np.int64)
             grown[:count] = keys[:count]
             keys = grown
-            table = _rehash(keys, count, capacity, bits)
-        count = _insert_block(table, 64 - bits, keys, count, block_keys, block_hash, found, m)
-        for k in range(m):
-            n = start + k
-            for r in range(d1):
-                offsets[n, r] = found[r, k]
-                weights[n, r] = bary[r, k]
+            table = _rehash(keys, count, bits)
+        count = _insert_block(table, bits, keys, count, block_keys, block_hash, offsets, start, m)
 
-    neighbors = np.empty((d1, count, 2), np.int32)
-    key = np.empty(words, np.int64)
-    shift = 64 - bits
-    for v in range(count):
-        for j in range(d1):
-            # neighbours along direction j: coordinates -1 (+1) except coordinate j, +d (-d)
-            for w in range(words):
-                key[w] = keys[v, w] - ones[w]
-            if j < d:
-                key[word_of[j]] += np.int64(d1) << shift_of[j]
-            neighbors[j, v, 0] = _find(table, shift, key) + 1
-            for w in range(words):
-                key[w] = keys[v, w] + ones[w]
-            if j < d:
-                key[word_of[j]] -= np.int64(d1) << shift_of[j]
-            neighbors[j, v, 1] = _find(table, shift, key) + 1
+    neighbors = _find_neighbors(table, bits, keys, count, ones, steps)
     return offsets, weights, neighbors
 
 
