@@ -1,10 +1,12 @@
-"""Backbone factory: torchvision segmentation models, DeepLab-LargeFOV (VGG16), DeepLabv3+ (smp)."""
+"""Backbone factory: torchvision segmentation models, DeepLab-LargeFOV (VGG16), DeepLabv3+ (smp), and
+``tiny``, a small CPU network for the synthetic demo data."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
 import torch.nn.functional as F
+import torch
 from torch import Tensor, nn
 from torchvision.models import VGG16_Weights, segmentation
 from torchvision.models.vgg import cfgs, make_layers
@@ -17,6 +19,7 @@ TORCHVISION_MODELS: dict[str, Callable[..., nn.Module]] = {
     "fcn_resnet50": segmentation.fcn_resnet50,
 }
 LARGEFOV = "deeplab_largefov"
+TINY = "tiny"
 DEEPLABV3PLUS_PREFIX = "deeplabv3plus_"
 """``deeplabv3plus_<encoder>`` = smp DeepLabV3Plus on any smp encoder (mobilenet_v2, resnet101...)."""
 
@@ -95,9 +98,44 @@ class DeepLabLargeFOV(nn.Module):
         return self.classifier(self.fc(self.features(x)))
 
 
+def conv_bn_relu(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+    """3x3 convolution (padding = dilation) + BatchNorm + ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride, dilation, dilation, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
+
+
+class TinyNet(nn.Module):
+    """A small CPU network (about 27k parameters at width 24) for small images such as the synthetic data.
+
+    Full-resolution stem, a dilated context branch at 1/2 resolution (dilations 1, 2, 4, 8;
+    receptive field about 70 px) upsampled bilinearly, and a 1x1 decoder on both: (B,3,H,W) -> (B,K,H,W).
+    Takes normalized images; ``stem`` and ``context`` are the backbone group, ``head`` the head.
+    """
+
+    def __init__(self, num_classes: int, width: int = 24, stem_width: int = 16) -> None:
+        super().__init__()
+        self.stem = conv_bn_relu(3, stem_width)
+        self.context = nn.Sequential(
+            conv_bn_relu(stem_width, width, stride=2),
+            conv_bn_relu(width, width),
+            conv_bn_relu(width, width, dilation=2),
+            conv_bn_relu(width, width, dilation=4),
+            conv_bn_relu(width, width, dilation=8),
+        )
+        self.head = nn.Sequential(
+            nn.Conv2d(stem_width + width, 32, 1), nn.ReLU(inplace=True), nn.Conv2d(32, num_classes, 1)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        low = self.stem(x)
+        context = F.interpolate(self.context(low), size=low.shape[-2:], mode="bilinear", align_corners=False)
+        return self.head(torch.cat([low, context], 1))
+
+
 def backbone_names() -> list[str]:
     """Names :func:`build_backbone` accepts (``deeplabv3plus_<smp encoder>`` for any encoder)."""
-    return [*TORCHVISION_MODELS, LARGEFOV, f"{DEEPLABV3PLUS_PREFIX}<encoder>"]
+    return [*TORCHVISION_MODELS, LARGEFOV, f"{DEEPLABV3PLUS_PREFIX}<encoder>", TINY]
 
 
 def build_backbone(name: str, num_classes: int, weights_backbone: str | None = "imagenet") -> SegmentationNet:
@@ -105,6 +143,7 @@ def build_backbone(name: str, num_classes: int, weights_backbone: str | None = "
 
     ``weights_backbone``: None (random init, offline), ``"imagenet"`` (each family's ImageNet
     weights: torchvision ``DEFAULT``, smp ``imagenet``), or a family-specific name passed through.
+    ``tiny`` has no pretrained weights: it always starts random and ignores ``weights_backbone``.
     """
     if name in TORCHVISION_MODELS:
         weights = "DEFAULT" if weights_backbone == "imagenet" else weights_backbone
@@ -115,6 +154,8 @@ def build_backbone(name: str, num_classes: int, weights_backbone: str | None = "
     if name == LARGEFOV:
         weights = "DEFAULT" if weights_backbone == "imagenet" else weights_backbone
         return SegmentationNet(DeepLabLargeFOV(num_classes, weights), ("features.", "fc."))
+    if name == TINY:
+        return SegmentationNet(TinyNet(num_classes), ("stem.", "context."))
     if name.startswith(DEEPLABV3PLUS_PREFIX):
         import segmentation_models_pytorch as smp
 
