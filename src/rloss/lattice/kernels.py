@@ -437,15 +437,17 @@ def build_lattice(features: np.ndarray):
                 total[k] += r0
         for k in range(m):
             total[k] //= d1
+        # rank_i = total + #(j < i: residual_j >= residual_i) + #(j > i: residual_j > residual_i),
+        # one comparison per pair
         for i in range(d1):
             for k in range(m):
                 rank[i, k] = total[k]
-            for j in range(i):
-                for k in range(m):
-                    rank[i, k] += np.int64(residual[j, k] >= residual[i, k])
+        for i in range(d1):
             for j in range(i + 1, d1):
                 for k in range(m):
-                    rank[i, k] += np.int64(residual[j, k] > residual[i, k])
+                    above = np.int64(residual[j, k] > residual[i, k])
+                    rank[i, k] += above
+                    rank[j, k] += 1 - above
         for i in range(d1):
             for k in range(m):
                 wrap = np.int64(rank[i, k] < 0) - np.int64(rank[i, k] > d)
@@ -455,11 +457,9 @@ def build_lattice(features: np.ndarray):
         for i in range(d1):
             for k in range(m):
                 residual[i, k] = (elevated[i, k] - rem0[i, k]) * inv_d1
-        for i in range(d1):
-            for r in range(d1):
-                for k in range(m):
-                    if rank[i, k] == r:
-                        ranked[r, k] = residual[i, k]
+        for k in range(m):
+            for i in range(d1):
+                ranked[rank[i, k], k] = residual[i, k]
         for k in range(m):
             bary[0, k] = 1.0 + ranked[d, k] - ranked[0, k]
         for r in range(1, d1):
