@@ -173,3 +173,9 @@ def test_numba_cache_goes_to_a_writable_dir(tmp_path) -> None:
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=600)
     cached = list((tmp_path / "numba").rglob("*.nbi"))
     assert cached, "no Numba index files written to NUMBA_CACHE_DIR"
+
+
+def test_too_small_sigma_for_the_image_is_named() -> None:
+    image = random_blocks_image(8, 3000, 0)
+    with pytest.raises(ValueError, match="sigma_xy / sigma_rgb"):
+        bilateral_filter(image, torch.ones(1, 1, 8, 3000), 15.0, 0.01)

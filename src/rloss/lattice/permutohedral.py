@@ -94,6 +94,15 @@ class PermutohedralLattice:
             raise ValueError(f"features must have shape (B, N, d) with N, d >= 1, got {tuple(features.shape)}")
         check_finite(features, "features")
         host = (features.detach().to("cpu", torch.float32) * WIDTH_CORRECTION).contiguous().numpy()
+        d = host.shape[2]
+        # Lattice coordinates are packed in 21-bit fields: |coordinate| <= (d+1) * s * sum_i |f_i|,
+        # s = sqrt(2/3) (d+1) the lattice scale, must stay below kernels.KEY_LIMIT.
+        extent = float(np.abs(host).sum(axis=2).max()) * (d + 1) ** 2 * math.sqrt(2.0 / 3.0)
+        if extent >= kernels.KEY_LIMIT:
+            raise ValueError(
+                f"features span {extent:.3g} lattice units, more than the {kernels.KEY_LIMIT} the lattice "
+                "supports: the Gaussian's std (sigma_xy / sigma_rgb) is too small for the image size or value range"
+            )
         self.num_points = host.shape[1]
         self.lattices: Sequence[_ImageLattice] = _map(
             lambda b: _ImageLattice(*kernels.build_lattice(host[b])), host.shape[0]
