@@ -32,9 +32,15 @@ class Regularizer(nn.Module):
         raise NotImplementedError
 
     def forward(
-        self, images: Tensor, probs: Tensor, roi: Tensor | None = None, labels: Tensor | None = None
+        self,
+        images: Tensor,
+        probs: Tensor,
+        roi: Tensor | None = None,
+        labels: Tensor | None = None,
+        **extra: Tensor,
     ) -> Tensor:
-        return self.weight * self.energy(images, probs, roi, labels)
+        """``weight * energy(...)``; ``extra`` keyword inputs go to regularizers that take them."""
+        return self.weight * self.energy(images, probs, roi, labels, **extra)
 
     @staticmethod
     def prepare_inputs(images: Tensor, probs: Tensor, roi: Tensor | None) -> tuple[Tensor, Tensor]:

@@ -16,17 +16,10 @@ class DenseCRFLoss(AffinityRegularizer):
     about 0.54x the exact Gaussian sums): ours = w x n_roi x 0.54. The dropped term W 1 is the
     same for every class, so after the softmax the gradients agree. For the original 2e-9 at
     scale_factor 0.5 on 513x513 crops (257x257 = 66,049 pixels) this is about 7e-5.
-    """
 
-    def __init__(
-        self,
-        weight: float = 1.0,
-        sigma_rgb: float = 15.0,
-        sigma_xy: float = 100.0,
-        scale_factor: float = 1.0,
-        exact: bool = False,
-    ) -> None:
-        super().__init__(weight, sigma_rgb, sigma_xy, scale_factor, exact)
+    Arguments (see :class:`AffinityRegularizer`): weight, sigma_rgb=15, sigma_xy=100 (pixels of the
+    input), scale_factor=1.0, exact=False.
+    """
 
     def energy(
         self, images: Tensor, probs: Tensor, roi: Tensor | None = None, labels: Tensor | None = None

@@ -100,15 +100,5 @@ class SizeLoss(Regularizer):
         penalty = torch.where(roi.flatten(1).any(1), penalty, torch.zeros_like(penalty))
         return penalty.mean().to(probs.dtype)
 
-    def forward(
-        self,
-        images: Tensor,
-        probs: Tensor,
-        roi: Tensor | None = None,
-        labels: Tensor | None = None,
-        bounds: Tensor | None = None,
-    ) -> Tensor:
-        return self.weight * self.energy(images, probs, roi, labels, bounds)
-
     def extra_repr(self) -> str:
         return f"weight={self.weight:g}, source={self.source!r}, lower={self.lower.tolist()}, upper={self.upper.tolist()}"
