@@ -248,3 +248,19 @@ def test_lattice_is_reused_for_the_same_unmodified_images(monkeypatch) -> None:
     images.add_(1.0)  # modified in place: rebuilt
     loss.energy(images, probs)
     assert len(builds) == 3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("cls", [DenseCRFLoss, NormalizedCutLoss])
+def test_cuda_inputs_give_cuda_gradients(cls) -> None:
+    images = torch.cat([random_blocks_image(16, 20, s) for s in range(2)]).cuda()
+    logits = torch.randn(2, 3, 16, 20, device="cuda", requires_grad=True)
+    loss = cls(sigma_xy=5.0)
+    value = loss(images, logits.softmax(1))
+    value.backward()
+    assert value.device.type == "cuda" and logits.grad.device.type == "cuda"
+    cpu_logits = logits.detach().cpu().requires_grad_()
+    cpu_value = loss(images.cpu(), cpu_logits.softmax(1))
+    cpu_value.backward()
+    torch.testing.assert_close(value.cpu(), cpu_value, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(logits.grad.cpu(), cpu_logits.grad, rtol=1e-3, atol=1e-6)
