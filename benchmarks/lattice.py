@@ -23,6 +23,7 @@ import datetime
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -41,8 +42,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+import rloss
 import rloss.lattice as lattice
-from rloss.lattice import PermutohedralLattice, bilateral_filter, exact_bilateral_filter
+from rloss.lattice import PermutohedralLattice, bilateral_features, bilateral_filter, exact_bilateral_filter
+from rloss.lattice import kernels
+from rloss.lattice.permutohedral import WIDTH_CORRECTION
 from rloss.regularizers.densecrf import DenseCRFLoss
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -254,12 +258,16 @@ def peer_raw_filter(image: Tensor, values: np.ndarray, sigma_xy: float, scale: f
 
 
 def ours_per_image(images: Tensor, probs: Tensor, sigma_xy: float) -> Task:
-    """Ours on one image: build, 21-channel filter, DenseCRF energy forward + backward."""
+    """Ours on one image: build, 21-channel filter, DenseCRF energy forward + backward; and the build's
+    Numba kernel alone on precomputed features (what the Python/torch layer around it adds)."""
     loss = DenseCRFLoss(sigma_rgb=SIGMA_RGB, sigma_xy=sigma_xy)
+    features = (bilateral_features(images, SIGMA_RGB, sigma_xy, torch.float32) * WIDTH_CORRECTION).numpy()
 
     def task(watch: Stopwatch, rep: int) -> None:
         i = rep % len(images)
         image, p = images[i : i + 1], probs[i : i + 1]
+        with watch.section("ours build kernel"):
+            kernels.build_lattice(features[i])
         with watch.section("ours build"):
             lat = PermutohedralLattice.from_images(image, SIGMA_RGB, sigma_xy)
         with watch.section("ours filter"):
@@ -346,6 +354,8 @@ def per_image_speed_rows(size: int, samples: Sequence[Sections], targets: bool) 
     s = f"{size}x{size}"
     return [
         speed_row(f"{s} lattice build", samples, lambda t: t["ours build"], lambda t: t["peer build"], target(15)),
+        speed_row(f"{s} of which the Numba kernel `kernels.build_lattice` (ours only)", samples,
+                  lambda t: t["ours build kernel"]),
         speed_row(f"{s} filter, 21 channels", samples, lambda t: t["ours filter"], peer_filter, target(10)),
         Row(f"{s} pydensecrf2 inference step before the subtraction (peer only)", "—",
             ms(median(samples, lambda t: t["peer step"]))),
@@ -441,6 +451,22 @@ def machine_info() -> str:
     return f"{model}, {os.cpu_count()} cores ({usable} usable), {platform.system()} {platform.release()}"
 
 
+def code_version() -> str:
+    """The checkout's git commit, and whether the rloss sources imported (this checkout's src/ or a
+    copy on PYTHONPATH) differ from it."""
+    source = Path(rloss.__file__).resolve().parents[1]  # the folder holding the rloss package
+    work_tree = source.parent if source.name == "src" else source
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        command = ["git", "-C", str(ROOT), f"--work-tree={work_tree}", *args]
+        return subprocess.run(command, capture_output=True, text=True)
+
+    commit = git("rev-parse", "--short", "HEAD").stdout.strip() or "unknown"
+    where = "" if work_tree == ROOT else f", imported from {source}"
+    same = git("diff", "--quiet", "HEAD", "--", "src").returncode == 0
+    return f"{commit} ({'as committed' if same else 'with changes not committed'}{where})"
+
+
 def load_average() -> str:
     return " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -453,7 +479,9 @@ of the per-repetition ratios. Targets are judged on wall time; the CPU-time tabl
 `time.process_time`) shows the same per-image work without the time other processes took from us
 on this shared machine.
 
-- **ours build**: `PermutohedralLattice.from_images` (RGBXY features from the float image, lattice).
+- **ours build**: `PermutohedralLattice.from_images` (RGBXY features from the float image, input
+  checks, lattice); "of which the Numba kernel" times `kernels.build_lattice` alone on features
+  computed beforehand; the difference is the torch/Python layer.
   **ours filter**: `lattice.filter` of the (1, 21, H, W) probabilities (host copies included).
   **ours DenseCRF**: `DenseCRFLoss(sigma_rgb=15, sigma_xy).energy(images, probs)` + `.backward()`
   (input checks, build, a 22-channel filter, a 21-channel transposed filter, the tensor math).
@@ -556,6 +584,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"command: `python benchmarks/lattice.py{' --quick' if args.quick else ''}`",
         f"date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
         f"machine: {machine_info()}",
+        f"rloss commit: {code_version()}",
         f"torch {torch.__version__}, numba {numba.__version__}, pydensecrf2 {version('pydensecrf2')}",
         f"load average (1 / 5 / 15 min) at start: {load_average()}",
     ]
