@@ -45,8 +45,8 @@ def check_images(images: Tensor, name: str = "images") -> None:
         )
 
 
-def check_probs(probs: Tensor, images: Tensor, name: str = "probs", roi: Tensor | None = None) -> None:
-    """probs: (B, K, H, W) matching images' B, H, W; non-negative, summing to 1 over K (at ROI pixels)."""
+def check_probs_shape(probs: Tensor, images: Tensor, name: str = "probs") -> None:
+    """probs: floating (B, K >= 1, H, W) matching images' B, H, W."""
     if not isinstance(probs, Tensor) or not probs.is_floating_point():
         raise ValueError(f"{name} must be a floating-point torch.Tensor, got {getattr(probs, 'dtype', type(probs))}")
     if probs.dim() != 4:
@@ -59,19 +59,27 @@ def check_probs(probs: Tensor, images: Tensor, name: str = "probs", roi: Tensor 
         )
     if probs.shape[1] == 0:
         raise ValueError(f"{name} must have at least one class (K >= 1), got shape {tuple(probs.shape)}")
-    if roi is None:
-        check_finite(probs, name)
-        return
+
+
+def check_probs(probs: Tensor, images: Tensor, name: str = "probs", roi: Tensor | None = None) -> None:
+    """probs: (B, K, H, W) matching images; finite; with ``roi`` (B, H, W) bool also non-negative and
+    summing to 1 over K at ROI pixels (0 outside). Two passes over probs."""
+    check_probs_shape(probs, images, name)
     detached = probs.detach()
-    if float(detached.min()) < -1e-4:
-        raise ValueError(f"{name} must be non-negative (soft masks), found min {float(detached.min()):.3g}")
+    sums = detached.sum(1, dtype=torch.float32)  # one pass; NaN/inf propagate into the sums
+    if not torch.isfinite(sums).all():
+        raise ValueError(f"{name} contains NaN/inf value(s); expected finite values")
+    if roi is None:
+        return
+    low = float(detached.amin())
+    if low < -1e-4:
+        raise ValueError(f"{name} must be non-negative (soft masks), found min {low:.3g}")
     tol = 1e-3 if detached.dtype in (torch.float32, torch.float64) else 2e-2
-    sums = detached.sum(1).float()
-    err = (sums - roi.to(sums.dtype)).abs().max() if sums.numel() else torch.tensor(0.0)
-    if float(err) > tol:
+    err = float((sums - roi.to(sums.dtype)).abs().amax()) if sums.numel() else 0.0
+    if err > tol:
         raise ValueError(
             f"{name} must sum to 1 over the K={probs.shape[1]} classes at every ROI pixel "
-            f"(pass softmax(logits)), found a deviation of {float(err):.3g}"
+            f"(pass softmax(logits)), found a deviation of {err:.3g}"
         )
 
 

@@ -18,11 +18,8 @@ def bilateral_features(images: Tensor, sigma_rgb: float, sigma_xy: float, dtype:
     sigma_rgb = check_positive(sigma_rgb, "sigma_rgb")
     sigma_xy = check_positive(sigma_xy, "sigma_xy")
     b, _, h, w = images.shape
-    ys, xs = torch.meshgrid(
-        torch.arange(h, device=images.device, dtype=dtype),
-        torch.arange(w, device=images.device, dtype=dtype),
-        indexing="ij",
-    )
-    xy = torch.stack((xs, ys), dim=-1).reshape(1, h * w, 2).expand(b, -1, -1) / sigma_xy
-    rgb = images.to(dtype).permute(0, 2, 3, 1).reshape(b, h * w, 3) / sigma_rgb
-    return torch.cat((xy, rgb), dim=-1).contiguous()
+    out = torch.empty((b, h, w, 5), dtype=dtype, device=images.device)
+    out[..., 0] = torch.arange(w, device=images.device, dtype=dtype) / sigma_xy
+    out[..., 1] = torch.arange(h, device=images.device, dtype=dtype)[:, None] / sigma_xy
+    torch.div(images.permute(0, 2, 3, 1).to(dtype), sigma_rgb, out=out[..., 2:])
+    return out.reshape(b, h * w, 5)

@@ -370,8 +370,8 @@ def _find_neighbors(table: np.ndarray, bits: int, keys: np.ndarray, count: int, 
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
-def build_lattice(features: np.ndarray):
-    """Embed N points of dimension d in the lattice.
+def build_lattice(features: np.ndarray, feature_scale: float):
+    """Embed N points of dimension d (multiplied by ``feature_scale``) in the lattice.
 
     Pixels are processed in blocks, with the arithmetic (elevation, rounding, ranks, barycentric
     weights, packed vertex keys and their hashes) vectorized across the pixels of a block (fastmath:
@@ -385,7 +385,7 @@ def build_lattice(features: np.ndarray):
     inv_std = np.sqrt(2.0 / 3.0) * d1
     scale = np.empty(d, np.float64)
     for i in range(d):
-        scale[i] = inv_std / np.sqrt((i + 1.0) * (i + 2.0))
+        scale[i] = feature_scale * inv_std / np.sqrt((i + 1.0) * (i + 2.0))
 
     # One allocation for both (fewer fresh pages to fault in when malloc maps new memory)
     storage = np.empty(2 * n_points * d1, np.int32)

@@ -46,7 +46,7 @@ def get_num_threads() -> int:
     return _num_threads
 
 
-def _map(fn: Callable[[int], _T], count: int) -> list[_T]:
+def map_batch(fn: Callable[[int], _T], count: int) -> list[_T]:
     """fn(0..count-1) on up to get_num_threads() threads (the kernels release the GIL).
 
     A fresh pool per call: no thread state survives into forked DataLoader workers."""
@@ -92,20 +92,23 @@ class PermutohedralLattice:
         """features: (B, N, d) positions divided by the Gaussian's std (any device/dtype)."""
         if features.dim() != 3 or features.shape[1] == 0 or features.shape[2] == 0:
             raise ValueError(f"features must have shape (B, N, d) with N, d >= 1, got {tuple(features.shape)}")
-        check_finite(features, "features")
-        host = (features.detach().to("cpu", torch.float32) * WIDTH_CORRECTION).contiguous().numpy()
+        host = features.detach().to("cpu", torch.float32).contiguous()
         d = host.shape[2]
+        lo, hi = torch.aminmax(host.reshape(-1, d), dim=0)  # one pass; NaN/inf propagate
+        if not (torch.isfinite(lo).all() and torch.isfinite(hi).all()):
+            raise ValueError("features contain NaN/inf values; expected finite values")
         # Lattice coordinates are packed in 21-bit fields: |coordinate| <= (d+1) * s * sum_i |f_i|,
         # s = sqrt(2/3) (d+1) the lattice scale, must stay below kernels.KEY_LIMIT.
-        extent = float(np.abs(host).sum(axis=2).max()) * (d + 1) ** 2 * math.sqrt(2.0 / 3.0)
+        extent = float(torch.maximum(lo.abs(), hi.abs()).sum()) * WIDTH_CORRECTION * (d + 1) ** 2 * math.sqrt(2 / 3)
         if extent >= kernels.KEY_LIMIT:
             raise ValueError(
                 f"features span {extent:.3g} lattice units, more than the {kernels.KEY_LIMIT} the lattice "
                 "supports: the Gaussian's std (sigma_xy / sigma_rgb) is too small for the image size or value range"
             )
-        self.num_points = host.shape[1]
-        self.lattices: Sequence[_ImageLattice] = _map(
-            lambda b: _ImageLattice(*kernels.build_lattice(host[b])), host.shape[0]
+        array = host.numpy()
+        self.num_points = array.shape[1]
+        self.lattices: Sequence[_ImageLattice] = map_batch(
+            lambda b: _ImageLattice(*kernels.build_lattice(array[b], WIDTH_CORRECTION)), array.shape[0]
         )
 
     @classmethod
@@ -139,7 +142,7 @@ class PermutohedralLattice:
             lat = self.lattices[b]
             kernels.filter_values(host[b], lat.offsets, lat.weights, lat.neighbors, transpose, scale, out[b])
 
-        _map(run, len(self.lattices))
+        map_batch(run, len(self.lattices))
         result = torch.from_numpy(out).reshape(shape)
         return result.to(device=values.device, dtype=values.dtype)
 

@@ -15,37 +15,47 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from rloss.lattice import PermutohedralLattice, bilateral_features, exact_gaussian_filter
+from rloss.lattice.permutohedral import map_batch
 from rloss.regularizers.base import Regularizer
+from rloss.regularizers.quadratic_kernels import quadratic_gradient, quadratic_sums
 from rloss.validation import check_positive
 
 
 class _LatticeQuadraticForms(torch.autograd.Function):
     """(a, q) with the lattice; backward is the exact gradient of what was computed:
-    da/dS_k = W m, dq/dS_k = (W + W^T) S_k (the lattice's W is slightly asymmetric)."""
+    da/dS_k = W m, dq/dS_k = (W + W^T) S_k (the lattice's W is slightly asymmetric).
+
+    Host work: three lattice filters (W m, W S, W^T S) and one fused reduction pass forward, one
+    fused pass backward, per image on parallel threads; no other full-size temporaries."""
 
     @staticmethod
     def forward(ctx, probs: Tensor, roi: Tensor, lattice: PermutohedralLattice) -> tuple[Tensor, Tensor]:
         compute = torch.float64 if probs.dtype == torch.float64 else torch.float32
-        s = probs.detach().to("cpu", compute)
-        m = roi.detach().to("cpu", compute).unsqueeze(1)
-        filtered = lattice.filter(torch.cat((s, m), dim=1))  # W [S, m]: one pass, K + 1 channels
-        ws, degree = filtered[:, :-1], filtered[:, -1:]
-        sym = ws + lattice.filter(s, transpose=True)  # (W + W^T) S
-        a = (s.double() * degree.double()).sum((2, 3))
-        q = (s.double() * ws.double()).sum((2, 3))
+        b, k = probs.shape[:2]
+        s = probs.detach().to("cpu", compute).reshape(b, k, -1).contiguous()
+        degree = lattice.filter(roi.detach().to("cpu", compute).reshape(b, 1, -1))  # W m
+        ws = lattice.filter(s)
+        sym = lattice.filter(s, transpose=True)  # becomes (W + W^T) S below
+        a = torch.empty((b, k), dtype=torch.float64)
+        q = torch.empty((b, k), dtype=torch.float64)
+        s_np, ws_np, sym_np, d_np = s.numpy(), ws.numpy(), sym.numpy(), degree.numpy()
+        a_np, q_np = a.numpy(), q.numpy()
+        map_batch(lambda i: quadratic_sums(s_np[i], ws_np[i], sym_np[i], d_np[i, 0], a_np[i], q_np[i]), b)
         ctx.save_for_backward(degree, sym)
-        ctx.probs_meta = (probs.device, probs.dtype)
+        ctx.probs_meta = (probs.shape, probs.device, probs.dtype)
         return a.to(probs.device), q.to(probs.device)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_a: Tensor, grad_q: Tensor) -> tuple[Tensor, None, None]:
         degree, sym = ctx.saved_tensors
-        device, dtype = ctx.probs_meta
-        ga = grad_a.to("cpu", degree.dtype)[:, :, None, None]
-        gq = grad_q.to("cpu", degree.dtype)[:, :, None, None]
-        grad = ga * degree + gq * sym
-        return grad.to(device=device, dtype=dtype), None, None
+        shape, device, dtype = ctx.probs_meta
+        ga = grad_a.detach().to("cpu", sym.dtype).contiguous().numpy()
+        gq = grad_q.detach().to("cpu", sym.dtype).contiguous().numpy()
+        grad = torch.empty_like(sym)
+        d_np, sym_np, out = degree.numpy(), sym.numpy(), grad.numpy()
+        map_batch(lambda i: quadratic_gradient(ga[i], gq[i], d_np[i, 0], sym_np[i], out[i]), sym.shape[0])
+        return grad.reshape(shape).to(device=device, dtype=dtype), None, None
 
 
 # Lattices of image tensors still alive, keyed by the tensor the caller passed: per-image optimization

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from rloss.validation import check_images, check_probs, check_roi
+from rloss.validation import check_images, check_probs, check_probs_shape, check_roi
 
 
 class Regularizer(nn.Module):
@@ -46,9 +46,10 @@ class Regularizer(nn.Module):
     def prepare_inputs(images: Tensor, probs: Tensor, roi: Tensor | None) -> tuple[Tensor, Tensor]:
         """Validate inputs; return (probs with S = 0 outside the ROI, roi as bool (B, H, W))."""
         check_images(images, "images")
-        check_probs(probs, images, "probs")
+        check_probs_shape(probs, images, "probs")
         roi = check_roi(roi, probs, "roi")
-        probs = probs * roi.unsqueeze(1).to(probs.dtype)
+        if not bool(roi.all()):
+            probs = probs * roi.unsqueeze(1).to(probs.dtype)
         check_probs(probs, images, "probs", roi=roi)
         return probs, roi
 
