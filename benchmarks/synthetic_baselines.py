@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from rloss.data.constants import IGNORE_INDEX
 from rloss.data.synthetic import SYNTHETIC_CLASSES, SyntheticScribbleDataset
+from rloss.models.backbones import build_backbone
 
 NUM_CLASSES = len(SYNTHETIC_CLASSES)
 
@@ -62,29 +63,16 @@ def nearest_scribble(scribbles: Tensor) -> Tensor:
     return torch.from_numpy(np.stack(out))
 
 
-def conv_bn_relu(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, stride, dilation, dilation, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
-    )
-
-
 class TinyNet(nn.Module):
-    """Full-resolution stem + dilated context branch at 1/2 resolution + 1x1 decoder: (B,3,H,W) -> (B,K,H,W)."""
+    """The package's ``tiny`` backbone (:class:`rloss.models.backbones.TinyNet`) on raw 0..255 images:
+    (B,3,H,W) -> (B,K,H,W), input scaled as (x - 128) / 64."""
 
-    def __init__(self, width: int = 24) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.stem = conv_bn_relu(3, 16)
-        self.context = nn.Sequential(
-            conv_bn_relu(16, width, stride=2), conv_bn_relu(width, width),
-            conv_bn_relu(width, width, dilation=2), conv_bn_relu(width, width, dilation=4),
-            conv_bn_relu(width, width, dilation=8),
-        )
-        self.head = nn.Sequential(nn.Conv2d(16 + width, 32, 1), nn.ReLU(inplace=True), nn.Conv2d(32, NUM_CLASSES, 1))
+        self.net = build_backbone("tiny", NUM_CLASSES)
 
     def forward(self, images: Tensor) -> Tensor:
-        low = self.stem((images - 128.0) / 64.0)
-        context = F.interpolate(self.context(low), size=low.shape[-2:], mode="bilinear", align_corners=False)
-        return self.head(torch.cat([low, context], 1))
+        return self.net((images - 128.0) / 64.0)
 
 
 def dense_crf_energy(images: Tensor, probs: Tensor, sigma_rgb: float, sigma_xy: float, scale: float) -> Tensor:
