@@ -125,8 +125,8 @@ def cli_args(run: Run, args: argparse.Namespace, output: Path, phase1: Path | No
     return argv
 
 
-def total_steps(args: argparse.Namespace) -> int:
-    """Phase-1 + phase-2 steps (full supervision trains this long); defaults from the configs."""
+def phase_steps(args: argparse.Namespace) -> tuple[int, int]:
+    """(phase-1 steps, phase-2 steps): the options, else the configs' trainer.max_steps."""
     import yaml
 
     def config_steps(name: str) -> int:
@@ -134,7 +134,12 @@ def total_steps(args: argparse.Namespace) -> int:
 
     steps = args.steps if args.steps is not None else config_steps("base.yaml")
     finetune = args.finetune_steps if args.finetune_steps is not None else config_steps("finetune.yaml")
-    return steps + finetune
+    return steps, finetune
+
+
+def total_steps(args: argparse.Namespace) -> int:
+    """Phase-1 + phase-2 steps (full supervision trains this long)."""
+    return sum(phase_steps(args))
 
 
 def train(run: Run, args: argparse.Namespace, output: Path, phase1: Path | None):
@@ -230,12 +235,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("WANDB_MODE", "offline")
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*could not find the monitored key.*")
-    torch.set_num_threads(args.threads)
     import numba
 
+    threads = torch.get_num_threads(), numba.get_num_threads()
+    torch.set_num_threads(args.threads)
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            warnings.filterwarnings("ignore", message=".*could not find the monitored key.*")
+            return run_demo(args, output)
+    finally:  # restore the caller's (e.g. a test session's) thread settings
+        torch.set_num_threads(threads[0])
+        numba.set_num_threads(threads[1])
+
+
+def run_demo(args: argparse.Namespace, output: Path) -> int:
+    """The six trainings, the table, results.json and predictions.png."""
     start = time.perf_counter()
     rows: list[tuple[str, str, float, float]] = []
     results: dict[str, float] = {}
@@ -258,10 +274,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     write_json(output / "results.json", {key: results[key] for key in RESULT_KEYS})
     save_predictions(output / "predictions.png", models, datamodule.val_dataset, args.panels)
-    finetune = args.finetune_steps if args.finetune_steps is not None else "finetune.yaml's"
+    steps, finetune = phase_steps(args)
     note = (
-        f"phase 2 runs fine-tune the phase-1 weights for {finetune} steps; 'pce' is phase 1 continued with "
-        "pCE alone for\nthe same steps (same total training), 'full' trains on full masks for phases 1 + 2 steps."
+        f"Phase 1 (pCE): {steps} steps. Phase 2 runs fine-tune the phase-1 weights for {finetune} steps;\n"
+        f"'pce' is phase 1 continued with pCE alone for those {finetune} steps (same total training as the\n"
+        f"regularized runs); 'full' trains on the full masks for {steps + finetune} steps. mIoU on "
+        f"{len(datamodule.val_dataset)} validation images."
     )
     print("\n" + format_table(rows, note))
     print(f"\ntotal {time.perf_counter() - start:.0f} s; results: {output / 'results.json'}, "
