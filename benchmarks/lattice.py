@@ -261,13 +261,13 @@ def ours_per_image(images: Tensor, probs: Tensor, sigma_xy: float) -> Task:
     """Ours on one image: build, 21-channel filter, DenseCRF energy forward + backward; and the build's
     Numba kernel alone on precomputed features (what the Python/torch layer around it adds)."""
     loss = DenseCRFLoss(sigma_rgb=SIGMA_RGB, sigma_xy=sigma_xy)
-    features = (bilateral_features(images, SIGMA_RGB, sigma_xy, torch.float32) * WIDTH_CORRECTION).numpy()
+    features = bilateral_features(images, SIGMA_RGB, sigma_xy, torch.float32).numpy()
 
     def task(watch: Stopwatch, rep: int) -> None:
         i = rep % len(images)
         image, p = images[i : i + 1], probs[i : i + 1]
         with watch.section("ours build kernel"):
-            kernels.build_lattice(features[i])
+            kernels.build_lattice(features[i], WIDTH_CORRECTION)
         with watch.section("ours build"):
             lat = PermutohedralLattice.from_images(image, SIGMA_RGB, sigma_xy)
         with watch.section("ours filter"):
@@ -287,8 +287,8 @@ def ours_batch(images: Tensor, probs: Tensor, sigma_xy: float, threads: Threads,
         set_threads(*threads)
         leaf = probs.clone().requires_grad_() if energy else probs
         with watch.section(str(threads)):
-            if energy:
-                loss.energy(images, leaf).backward()
+            if energy:  # a fresh view each time: the loss would otherwise reuse the lattice of `images`
+                loss.energy(images[:], leaf).backward()
             else:
                 PermutohedralLattice.from_images(images, SIGMA_RGB, sigma_xy).filter(leaf)
 
