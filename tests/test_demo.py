@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from rloss.cli import main as cli_main
-from rloss.demo import RESULT_KEYS, cli_args, main, parse_args, RUNS
+from rloss.demo import RESULT_KEYS, RUNS, cli_args, main, parse_args
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -55,3 +55,17 @@ def test_demo_dispatched_from_cli(tmp_path: Path, capsys) -> None:
     except SystemExit as exit:
         assert exit.code == 0
     assert "--quick" in capsys.readouterr().out
+
+
+def test_tiny_backbone() -> None:
+    """The demo's network: full-resolution logits, a few tens of k parameters, both LR groups filled."""
+    import torch
+
+    from rloss.models import backbone_names, build_backbone
+
+    assert "tiny" in backbone_names()
+    net = build_backbone("tiny", 4, weights_backbone=None)
+    assert net(torch.zeros(2, 3, 37, 50)).shape == (2, 4, 37, 50)
+    assert 10_000 < sum(p.numel() for p in net.parameters()) < 100_000
+    backbone, head = net.parameter_groups()
+    assert backbone and head
