@@ -179,3 +179,12 @@ def test_too_small_sigma_for_the_image_is_named() -> None:
     image = random_blocks_image(8, 3000, 0)
     with pytest.raises(ValueError, match="sigma_xy / sigma_rgb"):
         bilateral_filter(image, torch.ones(1, 1, 8, 3000), 15.0, 0.01)
+
+
+def test_filter_and_transpose_share_the_splat_exactly() -> None:
+    image = random_blocks_image(12, 17, 6)
+    lattice = PermutohedralLattice.from_images(image, 15.0, 4.0)
+    values = torch.rand(1, 11, 12, 17)
+    forward, transposed = lattice.filter_and_transpose(values)
+    torch.testing.assert_close(forward, lattice.filter(values), rtol=0, atol=0)
+    torch.testing.assert_close(transposed, lattice.filter(values, transpose=True), rtol=0, atol=0)

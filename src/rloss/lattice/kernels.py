@@ -513,16 +513,16 @@ def filter_values(
     offsets: np.ndarray,
     weights: np.ndarray,
     neighbors: np.ndarray,
-    reverse: bool,
+    reverse: np.ndarray,
     scale: np.ndarray,
     out: np.ndarray,
 ) -> None:
-    """out = scale[0] * slice(blur(splat(values))) for values and out of shape (C, N).
+    """out[i] = scale[0] * slice(blur_i(splat(values))) for values (C, N) and out (len(reverse), C, N).
 
-    ``scale`` is a 1-element array of the values' dtype (float32 or float64, the compute dtype).
-    ``reverse`` blurs the lattice directions in reverse order, which applies the transpose of the
-    forward operator (each 1-D blur is symmetric; only their order differs). fastmath: callers
-    validate that inputs are finite.
+    The splat is shared; each output gets its own blur, in lattice-direction order or, where
+    ``reverse[i]``, in reverse order, which applies the transpose of the forward operator (each 1-D
+    blur is symmetric; only their order differs). ``scale`` is a 1-element array of the values'
+    dtype (float32 or float64, the compute dtype). fastmath: callers validate that inputs are finite.
 
     The vertex buffers are (M + 1, Cp), channels padded to a multiple of 8 so that every channel
     loop is a fixed number of full SIMD operations; blocks of pixels are transposed to and from
@@ -532,16 +532,16 @@ def filter_values(
     d1 = offsets.shape[1]
     n_vertices = neighbors.shape[1]
     cp = (n_channels + _LANES - 1) // _LANES * _LANES
-    buf = np.zeros((n_vertices + 1) * cp, values.dtype)
+    splatted = np.zeros((n_vertices + 1) * cp, values.dtype)
     tmp = np.zeros((n_vertices + 1) * cp, values.dtype)
     block = np.zeros(_LANES * cp, values.dtype)
     # Groups of 8 pixels x 8 channels are transposed in registers (needs unit-stride rows); the rest
     # (the last N % 8 pixels, or all of them for strided rows) goes through a transposed block.
-    vector_rows = values.strides[1] == values.itemsize and out.strides[1] == out.itemsize
-    n8 = n_points // 8 * 8 if vector_rows else 0
+    vector_in = values.strides[1] == values.itemsize
+    n8 = n_points // 8 * 8 if vector_in else 0
     for n in range(0, n8, 8):
         for c in range(0, cp, _LANES):
-            _splat8(buf, cp, c, values, n, n_channels - 1, offsets, weights)
+            _splat8(splatted, cp, c, values, n, n_channels - 1, offsets, weights)
     for start in range(n8, n_points, _LANES):
         m = min(_LANES, n_points - start)
         for c in range(n_channels):
@@ -552,29 +552,34 @@ def filter_values(
                 o = (offsets[start + k, r] + 1) * cp
                 w = weights[start + k, r]
                 for c in range(0, cp, _LANES):
-                    _axpy(buf, o + c, w, block, k * cp + c)
-    for step in range(d1):
-        j = d1 - 1 - step if reverse else step
-        for v in range(n_vertices):
-            a = neighbors[j, v, 0] * cp
-            b = neighbors[j, v, 1] * cp
-            o = (v + 1) * cp
-            for c in range(0, cp, _LANES):
-                _blur(tmp, buf, o + c, a + c, b + c)
-        buf, tmp = tmp, buf
+                    _axpy(splatted, o + c, w, block, k * cp + c)
     s = scale[0]
-    for n in range(0, n8, 8):
-        for c in range(0, cp, _LANES):
-            _slice8(out, c, n, n_channels, buf, cp, offsets, weights, s)
-    for start in range(n8, n_points, _LANES):
-        m = min(_LANES, n_points - start)
-        block[:] = 0
-        for k in range(m):
-            for r in range(d1):
-                o = (offsets[start + k, r] + 1) * cp
-                w = weights[start + k, r] * s
+    for i in range(reverse.shape[0]):
+        buf = splatted if i == reverse.shape[0] - 1 else splatted.copy()  # the last blur consumes it
+        for step in range(d1):
+            j = d1 - 1 - step if reverse[i] else step
+            for v in range(n_vertices):
+                a = neighbors[j, v, 0] * cp
+                b = neighbors[j, v, 1] * cp
+                o = (v + 1) * cp
                 for c in range(0, cp, _LANES):
-                    _axpy(block, k * cp + c, w, buf, o + c)
-        for c in range(n_channels):
+                    _blur(tmp, buf, o + c, a + c, b + c)
+            buf, tmp = tmp, buf
+        target = out[i]
+        n8_out = n8 if target.strides[1] == target.itemsize else 0
+        for n in range(0, n8_out, 8):
+            for c in range(0, cp, _LANES):
+                _slice8(target, c, n, n_channels, buf, cp, offsets, weights, s)
+        for start in range(n8_out, n_points, _LANES):
+            m = min(_LANES, n_points - start)
+            block[:] = 0
             for k in range(m):
-                out[c, start + k] = block[k * cp + c]
+                for r in range(d1):
+                    o = (offsets[start + k, r] + 1) * cp
+                    w = weights[start + k, r] * s
+                    for c in range(0, cp, _LANES):
+                        _axpy(block, k * cp + c, w, buf, o + c)
+            for c in range(n_channels):
+                for k in range(m):
+                    target[c, start + k] = block[k * cp + c]
+        tmp = buf  # keep a scratch buffer of the right size for the next blur

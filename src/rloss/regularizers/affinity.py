@@ -25,7 +25,7 @@ class _LatticeQuadraticForms(torch.autograd.Function):
     """(a, q) with the lattice; backward is the exact gradient of what was computed:
     da/dS_k = W m, dq/dS_k = (W + W^T) S_k (the lattice's W is slightly asymmetric).
 
-    Host work: three lattice filters (W m, W S, W^T S) and one fused reduction pass forward, one
+    Host work: W m, then W S and W^T S from one shared splat, and one fused reduction pass forward, one
     fused pass backward, per image on parallel threads; no other full-size temporaries."""
 
     @staticmethod
@@ -34,8 +34,7 @@ class _LatticeQuadraticForms(torch.autograd.Function):
         b, k = probs.shape[:2]
         s = probs.detach().to("cpu", compute).reshape(b, k, -1).contiguous()
         degree = lattice.filter(roi.detach().to("cpu", compute).reshape(b, 1, -1))  # W m
-        ws = lattice.filter(s)
-        sym = lattice.filter(s, transpose=True)  # becomes (W + W^T) S below
+        ws, sym = lattice.filter_and_transpose(s)  # W S and W^T S; sym becomes (W + W^T) S below
         a = torch.empty((b, k), dtype=torch.float64)
         q = torch.empty((b, k), dtype=torch.float64)
         s_np, ws_np, sym_np, d_np = s.numpy(), ws.numpy(), sym.numpy(), degree.numpy()
