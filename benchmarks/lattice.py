@@ -44,6 +44,7 @@ from torch import Tensor
 
 import rloss
 import rloss.lattice as lattice
+from rloss.allocator import keep_freed_memory
 from rloss.lattice import PermutohedralLattice, bilateral_features, bilateral_filter, exact_bilateral_filter
 from rloss.lattice import kernels
 from rloss.lattice.permutohedral import WIDTH_CORRECTION
@@ -580,6 +581,7 @@ def run(paths: Sequence[Path], image_reps: int, batch_reps: int) -> dict[str, li
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    allocator = keep_freed_memory()
     header = [
         f"command: `python benchmarks/lattice.py{' --quick' if args.quick else ''}`",
         f"date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
@@ -587,6 +589,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"rloss commit: {code_version()}",
         f"torch {torch.__version__}, numba {numba.__version__}, pydensecrf2 {version('pydensecrf2')}",
         f"load average (1 / 5 / 15 min) at start: {load_average()}",
+        f"glibc keeps freed memory (rloss.allocator.keep_freed_memory, as the rloss command does): {allocator}",
     ]
     paths = sorted(DATA.glob("*.jpg"))[: 2 if args.quick else None]
     image_reps = args.reps or (2 if args.quick else 2 * len(paths))

@@ -19,6 +19,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
+from rloss.allocator import keep_freed_memory
 from rloss.callbacks import ImagePanels, MaskWriter
 from rloss.data.base import SegmentationDataModule
 from rloss.models import ScribbleSegmentation
@@ -124,6 +125,7 @@ def run_cli(args: list[str] | None = None) -> RLossCLI:
 def main(args: list[str] | None = None) -> int | None:
     """Entry point of ``rloss`` and ``python -m rloss``; returns the tool's exit status."""
     argv = list(sys.argv[1:] if args is None else args)
+    keep_freed_memory()
     for words, module in TOOLS.items():
         if tuple(argv[: len(words)]) == words:
             tool: Callable[[list[str]], int | None] = import_module(module).main
