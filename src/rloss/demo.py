@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -32,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from rloss.atomic import atomic_path, write_text_atomic
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "demo"
 """``configs/demo`` of the source tree (the package is installed editable)."""
@@ -205,19 +206,14 @@ def save_predictions(path: Path, models: dict, dataset, count: int) -> None:
             ax.set_xticks([])
             ax.set_yticks([])
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def write_json(path: Path, data: dict) -> None:
-    """Write ``data`` as JSON atomically (temporary file in the same folder, then rename)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    """Write ``data`` as JSON atomically."""
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def format_table(rows: list[tuple[str, str, float, float]], steps: str) -> str:

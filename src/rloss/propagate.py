@@ -7,8 +7,6 @@ or, with folders, ``--image DIR --scribbles DIR --output DIR`` (files matched by
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +19,7 @@ from scipy import ndimage
 from torch import Tensor
 from tqdm import tqdm
 
+from rloss.atomic import atomic_path
 from rloss.data.base import IMAGE_SUFFIXES, read_image, read_label
 from rloss.data.constants import IGNORE_INDEX, PAD_INDEX, VOC_CLASSES, voc_palette
 from rloss.losses import partial_cross_entropy
@@ -151,18 +150,11 @@ def load_pair(image_path: Path, scribble_path: Path, num_classes: int) -> tuple[
 
 
 def write_mask(mask: Tensor, path: Path) -> None:
-    """Save mask (H,W) class ids as a VOC-palette 'P' PNG, atomically (temp file + os.replace)."""
+    """Save mask (H,W) class ids as a VOC-palette 'P' PNG, atomically."""
     image = Image.fromarray(mask.numpy().astype(np.uint8), mode="L")
     image.putpalette(voc_palette())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            image.save(handle, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
 
 
 def _pairs(image: Path, scribbles: Path, output: Path) -> list[tuple[Path, Path, Path]]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import shlex
 import sys
 from collections.abc import Iterable, Sequence
@@ -31,6 +30,7 @@ import scipy.io
 from PIL import Image
 from tqdm import tqdm
 
+from rloss.atomic import write_text_atomic
 from rloss.data.archives import UnknownArchiveError, UnsafeArchiveError, safe_extract
 from rloss.data.constants import IGNORE_INDEX, VOC_CLASSES
 from rloss.data.download import Checksum, ChecksumError, DownloadError, download, file_digest, verify
@@ -207,7 +207,7 @@ def _fetch_and_extract(spec: ArchiveSpec, layout: Layout, from_dir: Path | None)
         raise PrepareError(f"{archive} did not contain {spec.content}/ (is it the right archive?)")
     stamp = {"filename": spec.filename, "checksum": str(spec.checksum),
              "sha256": file_digest(archive, "sha256") if spec.checksum is None else ""}
-    _write_text(layout.stamps / f"{spec.name}.json", json.dumps(stamp, indent=1) + "\n")
+    write_text_atomic(layout.stamps / f"{spec.name}.json", json.dumps(stamp, indent=1) + "\n")
     return stamp
 
 
@@ -310,16 +310,8 @@ def _write_lines(path: Path, lines: Sequence[str]) -> bool:
     text = "".join(f"{line}\n" for line in lines)
     if path.is_file() and path.read_text() == text:
         return False
-    _write_text(path, text)
+    write_text_atomic(path, text)
     return True
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write ``text`` atomically (temporary file, then ``os.replace``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def resolve_archives(base_url: str | None = None, urls: dict[str, str] | None = None,

@@ -19,13 +19,13 @@ clamped to its border, as in the authors' MATLAB converter.
 
 from __future__ import annotations
 
-import os
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from rloss.atomic import atomic_path
 from rloss.data.constants import IGNORE_INDEX, VOC_CLASSES
 
 SCRIBBLE_WIDTH = 3
@@ -106,11 +106,9 @@ def convert_scribble_xml(xml_path: Path, out_path: Path, size: tuple[int, int]) 
 
 
 def save_png(image: Image.Image, path: Path) -> None:
-    """Write ``image`` as PNG atomically (a temporary file in the same folder, then ``os.replace``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    """Write ``image`` as PNG atomically."""
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
 
 
 def _point(element: ElementTree.Element, source: Path) -> tuple[int, int]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from rloss.validation import check_images, check_probs, check_probs_shape, check_roi
