@@ -11,7 +11,7 @@ from rloss.models import ScribbleSegmentation, build_backbone
 from rloss.models.backbones import TORCHVISION_MODELS
 from rloss.models.segmentation import term_names
 
-pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\(\)`")
+pytestmark = pytest.mark.filterwarnings(r"ignore:You are trying to `self.log\(\)`")
 
 BACKBONES = [*TORCHVISION_MODELS, "deeplab_largefov", "deeplabv3plus_mobilenet_v2", "deeplabv3plus_resnet101"]
 

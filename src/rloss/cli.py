@@ -9,6 +9,7 @@ from __future__ import annotations
 import netrc
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from importlib import import_module
 from pathlib import Path
@@ -112,14 +113,17 @@ class RLossCLI(LightningCLI):
 
 def run_cli(args: list[str] | None = None) -> RLossCLI:
     """Run the Lightning CLI on ``args`` (default: sys.argv[1:]) and return it."""
-    return RLossCLI(
-        ScribbleSegmentation,
-        SegmentationDataModule,
-        subclass_mode_data=True,
-        args=args,
-        parser_class=RLossArgumentParser,
-        save_config_kwargs={"overwrite": True},
-    )
+    with warnings.catch_warnings():
+        # ``args`` given while sys.argv holds another command's words (rloss demo, pytest) is intended
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        return RLossCLI(
+            ScribbleSegmentation,
+            SegmentationDataModule,
+            subclass_mode_data=True,
+            args=args,
+            parser_class=RLossArgumentParser,
+            save_config_kwargs={"overwrite": True},
+        )
 
 
 def main(args: list[str] | None = None) -> int | None:
