@@ -237,16 +237,18 @@ def _slice8(typingctx, out, channel, n, n_rows, buf, stride, offsets, weights, s
 
 
 # Hash table: a (capacity + 1, words + 1) int64 array, one row per slot holding a packed key (``words``
-# int64, the first d lattice coordinates, 21 bits each) and, in the last column, the vertex index
+# int64, the first d lattice coordinates, in fields sized from their range) and, in the last column, the vertex index
 # (-1: empty, keys -1 too: packed keys are >= 0). Keys and indices side by side: a look-up that hits
 # touches one cache line. The home slot of a key is the top ``bits`` bits of a multiplicative hash;
 # linear probing; the load factor stays <= 1/4, so most keys sit in their home slot or the next one,
-# which the fast path (2-word keys, d <= 6) checks without branches. Row ``capacity`` is always empty:
-# the fast path reads it after the last slot (wrapping around is left to the slow path).
+# which the fast path (1- or 2-word keys) checks without branches. Row ``capacity`` is always empty
+# (index -2): the fast path reads it after the last slot and leaves wrapping around to the slow path.
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _hash(key: np.ndarray, row: int) -> np.int64:
+    if key.shape[1] == 1:
+        return key[row, 0] * _HASH_MULT
     h = (key[row, 0] * _HASH_MULT) ^ (key[row, 1] * _HASH_MULT2)
     for w in range(2, key.shape[1]):
         h = (h ^ key[row, w]) * _HASH_MULT
@@ -261,7 +263,20 @@ def _probe(table: np.ndarray, slot: int, key0: np.int64, key1: np.int64) -> np.i
     index1 = table[slot + 1, 2]
     hit0 = (table[slot, 0] == key0) & (table[slot, 1] == key1)
     hit1 = (table[slot + 1, 0] == key0) & (table[slot + 1, 1] == key1)
-    later = np.int64(-1) if index1 < 0 else np.int64(-2)
+    later = np.int64(-1) if index1 == -1 else np.int64(-2)  # the padding row (index -2): undecided
+    second = index1 if hit1 else later
+    first = np.int64(-1) if index0 < 0 else second
+    return index0 if hit0 else first
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _probe1(table: np.ndarray, slot: int, key0: np.int64) -> np.int64:
+    """_probe for 1-word keys."""
+    index0 = table[slot, 1]
+    index1 = table[slot + 1, 1]
+    hit0 = table[slot, 0] == key0
+    hit1 = table[slot + 1, 0] == key0
+    later = np.int64(-1) if index1 == -1 else np.int64(-2)  # the padding row (index -2): undecided
     second = index1 if hit1 else later
     first = np.int64(-1) if index0 < 0 else second
     return index0 if hit0 else first
@@ -289,6 +304,7 @@ def _rehash(keys: np.ndarray, count: int, bits: int) -> np.ndarray:
     words = keys.shape[1]
     capacity = 1 << bits
     table = np.full((capacity + 1, words + 1), -1, np.int64)
+    table[capacity, words] = -2  # the probes' fast path must not take it for the end of the run
     for v in range(count):
         slot = _find_slot(table, (_hash(keys, v) >> (64 - bits)) & (capacity - 1), keys, v)
         for w in range(words):
@@ -322,7 +338,9 @@ def _insert_block(
         for r in range(d1):
             slot = (block_hash[r, k] >> shift) & mask
             entry = np.int64(-2)
-            if words == 2:
+            if words == 1:
+                entry = _probe1(table, slot, block_keys[r, 0, k])
+            elif words == 2:
                 entry = _probe(table, slot, block_keys[r, 0, k], block_keys[r, 1, k])
             if entry < 0:  # a new vertex, or a key further from its home slot
                 for w in range(words):
@@ -361,7 +379,9 @@ def _find_neighbors(table: np.ndarray, bits: int, keys: np.ndarray, count: int, 
                         key[0, w] = keys[v, w] + ones[w] - steps[j, w]
                 slot = (_hash(key, 0) >> shift) & mask
                 entry = np.int64(-2)
-                if words == 2:
+                if words == 1:
+                    entry = _probe1(table, slot, key[0, 0])
+                elif words == 2:
                     entry = _probe(table, slot, key[0, 0], key[0, 1])
                 if entry == -2:
                     entry = table[_find_slot(table, slot, key, 0), words]
@@ -391,7 +411,47 @@ def build_lattice(features: np.ndarray, feature_scale: float):
     storage = np.empty(2 * n_points * d1, np.int32)
     offsets = storage[: n_points * d1].reshape((n_points, d1))
     weights = storage[n_points * d1 :].view(np.float32).reshape((n_points, d1))
-    words = max(2, (d + 2) // 3)
+    # Field widths of the packed keys from the range of the lattice coordinates, bounded from the
+    # features' range: elevated_j = sum_{i >= j} cf_i - j cf_(j-1) (cf_i = scale_i f_i), coordinates
+    # within d+1 of it (rounding, wrap, simplex corner), neighbours within d+1 more; generous margin.
+    # Coordinates packed greedily into 63-bit words (keys stay >= 0): one word when the range allows.
+    f_lo = np.empty(d, np.float64)
+    f_hi = np.empty(d, np.float64)
+    for i in range(d):
+        f_lo[i] = features[0, i]
+        f_hi[i] = features[0, i]
+    for n in range(1, n_points):
+        for i in range(d):
+            f = features[n, i]
+            f_lo[i] = min(f_lo[i], f)
+            f_hi[i] = max(f_hi[i], f)
+    coord_lo = np.empty(d, np.int64)
+    width = np.empty(d, np.int64)
+    for j in range(d):
+        lo = 0.0
+        hi = 0.0
+        for i in range(max(j - 1, 0), d):
+            c = scale[i] if i >= j else -j * scale[i]  # coefficient of f_i in coordinate j
+            lo += f_lo[i] * c if c >= 0 else f_hi[i] * c
+            hi += f_hi[i] * c if c >= 0 else f_lo[i] * c
+        margin = 4.0 * d1 + 4.0 + 1e-6 * (abs(lo) + abs(hi))
+        coord_lo[j] = np.int64(np.floor(lo - margin))
+        span = np.int64(np.ceil(hi + margin)) - coord_lo[j]
+        b = 1
+        while (np.int64(1) << b) <= span:
+            b += 1
+        width[j] = b
+    word_of = np.empty(d, np.int64)
+    shift_of = np.empty(d, np.int64)
+    words = 1
+    used = 0
+    for i in range(d):
+        if used + width[i] > 63:
+            words += 1
+            used = 0
+        word_of[i] = words - 1
+        shift_of[i] = used
+        used += width[i]
     bits = 12
     table = _rehash(np.empty((0, words), np.int64), 0, bits)
     keys = np.empty((1 << (bits - 2), words), np.int64)
@@ -407,13 +467,9 @@ def build_lattice(features: np.ndarray, feature_scale: float):
     base = np.empty((words, _BLOCK), np.int64)
     block_keys = np.empty((d1, words, _BLOCK), np.int64)
     block_hash = np.empty((d1, _BLOCK), np.int64)
-    word_of = np.empty(d, np.int64)
-    shift_of = np.empty(d, np.int64)
     ones = np.zeros(words, np.int64)
     steps = np.zeros((d1, words), np.int64)
     for i in range(d):
-        word_of[i] = i // 3
-        shift_of[i] = _KEY_BITS * (i % 3)
         ones[word_of[i]] += np.int64(1) << shift_of[i]
         steps[i, word_of[i]] = np.int64(d1) << shift_of[i]
 
@@ -477,7 +533,7 @@ def build_lattice(features: np.ndarray, feature_scale: float):
             w = word_of[i]
             s = shift_of[i]
             for k in range(m):
-                base[w, k] += (rem0[i, k] + KEY_LIMIT) << s
+                base[w, k] += (rem0[i, k] - coord_lo[i]) << s
         for r in range(d1):
             key_words = block_keys[r]
             for w in range(words):
@@ -488,8 +544,12 @@ def build_lattice(features: np.ndarray, feature_scale: float):
                 step = np.int64(d1) << shift_of[i]
                 for k in range(m):
                     key_words[w, k] -= step * np.int64(rank[i, k] >= d1 - r)
-            for k in range(m):
-                block_hash[r, k] = (key_words[0, k] * _HASH_MULT) ^ (key_words[1, k] * _HASH_MULT2)
+            if words == 1:
+                for k in range(m):
+                    block_hash[r, k] = key_words[0, k] * _HASH_MULT
+            else:
+                for k in range(m):
+                    block_hash[r, k] = (key_words[0, k] * _HASH_MULT) ^ (key_words[1, k] * _HASH_MULT2)
             for w in range(2, words):
                 for k in range(m):
                     block_hash[r, k] = (block_hash[r, k] ^ key_words[w, k]) * _HASH_MULT
