@@ -263,12 +263,13 @@ def ours_per_image(images: Tensor, probs: Tensor, sigma_xy: float) -> Task:
     Numba kernel alone on precomputed features (what the Python/torch layer around it adds)."""
     loss = DenseCRFLoss(sigma_rgb=SIGMA_RGB, sigma_xy=sigma_xy)
     features = bilateral_features(images, SIGMA_RGB, sigma_xy, torch.float32).numpy()
+    lows, highs = (x.double().numpy() for x in torch.aminmax(torch.from_numpy(features), dim=1))
 
     def task(watch: Stopwatch, rep: int) -> None:
         i = rep % len(images)
         image, p = images[i : i + 1], probs[i : i + 1]
         with watch.section("ours build kernel"):
-            kernels.build_lattice(features[i], WIDTH_CORRECTION)
+            kernels.build_lattice(features[i], WIDTH_CORRECTION, lows[i], highs[i])
         with watch.section("ours build"):
             lat = PermutohedralLattice.from_images(image, SIGMA_RGB, sigma_xy)
         with watch.section("ours filter"):

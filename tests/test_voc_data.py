@@ -13,7 +13,8 @@ from PIL import Image
 from rloss.data.base import ImageFolderDataset
 from rloss.data.constants import IGNORE_INDEX, PAD_INDEX
 from rloss.data.transforms import MEAN_RGB
-from rloss.data.voc import DEFAULT_SCRIBBLE_DIR, VOC_DIR, VOCScribbleDataModule
+from rloss.data.constants import SCRIBBLE_DIR, VOC_DIR
+from rloss.data.voc import VOCScribbleDataModule
 from voc_fixtures import SIZES, make_voc_tree, save_label
 
 
@@ -69,7 +70,7 @@ def test_missing_root_names_path_layout_and_prepare_command(tmp_path: Path) -> N
 
 def test_missing_scribble_file_is_named(voc_root: Path, tmp_path: Path) -> None:
     root = shutil.copytree(voc_root, tmp_path / "voc")
-    missing = root / DEFAULT_SCRIBBLE_DIR / "2007_000001.png"
+    missing = root / SCRIBBLE_DIR / "2007_000001.png"
     missing.unlink()
     with pytest.raises(FileNotFoundError, match="rloss data prepare") as info:
         datamodule(root).setup("fit")
@@ -89,7 +90,7 @@ def test_missing_split_list_is_named(tmp_path: Path) -> None:
 )
 def test_bad_scribble_png_names_file_and_value(tmp_path: Path, label: np.ndarray | None, match: str) -> None:
     root = make_voc_tree(tmp_path, num_train=1, num_val=1)
-    path = root / DEFAULT_SCRIBBLE_DIR / "2007_000000.png"
+    path = root / SCRIBBLE_DIR / "2007_000000.png"
     if label is None:
         label = np.array(Image.open(path))
         label[0, 0] = 30

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from rloss.data.constants import IGNORE_INDEX, voc_palette
-from rloss.data.voc import DEFAULT_SCRIBBLE_DIR, VOC_DIR
+from rloss.data.constants import SCRIBBLE_DIR, VOC_DIR
 
 SIZES: tuple[tuple[int, int], ...] = ((48, 64), (40, 56))
 """(H, W) of the images, alternating, so whole-image batches need padding."""
@@ -46,7 +46,7 @@ def make_voc_tree(root: Path, num_train: int = 4, num_val: int = 2, num_classes:
     rng = np.random.default_rng(seed)
     voc = root / VOC_DIR
     folders = {name: voc / name for name in ("JPEGImages", "SegmentationClassAug", "ImageSets/Segmentation")}
-    folders["scribbles"] = root / DEFAULT_SCRIBBLE_DIR
+    folders["scribbles"] = root / SCRIBBLE_DIR
     for folder in folders.values():
         folder.mkdir(parents=True, exist_ok=True)
     names = {"train_aug": [f"2007_{i:06d}" for i in range(num_train)],

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+VOC_DIR = Path("VOCdevkit/VOC2012")
+"""The VOC2012 folder relative to a dataset root."""
+
+SCRIBBLE_DIR = "VOCdevkit/VOC2012/pascal_2012_scribble"
+"""Scribble PNG folder relative to the root, as ``rloss data prepare`` writes it."""
+
 IGNORE_INDEX: int = 255
 """Label of unlabeled pixels (scribbles) and of object boundaries (VOC full masks)."""
 

@@ -32,16 +32,12 @@ from tqdm import tqdm
 
 from rloss.atomic import write_text_atomic
 from rloss.data.archives import UnknownArchiveError, UnsafeArchiveError, safe_extract
-from rloss.data.constants import IGNORE_INDEX, VOC_CLASSES
+from rloss.data.constants import IGNORE_INDEX, SCRIBBLE_DIR, VOC_CLASSES, VOC_DIR
 from rloss.data.download import Checksum, ChecksumError, DownloadError, download, file_digest, verify
 from rloss.data.scribbles import ScribbleFormatError, convert_scribble_xml, save_png
 
 EXPECTED_SPLIT_SIZES = {"train_aug": 10_582, "val": 1_449}
 """Split sizes produced by the official archives."""
-
-SCRIBBLE_DIR = "VOCdevkit/VOC2012/pascal_2012_scribble"
-"""Folder of the scribble PNG masks, relative to the data root."""
-
 
 @dataclass(frozen=True)
 class ArchiveSpec:
@@ -92,7 +88,7 @@ class Layout:
 
     @property
     def voc(self) -> Path:
-        return self.root / "VOCdevkit" / "VOC2012"
+        return self.root / VOC_DIR
 
     @property
     def images(self) -> Path:

@@ -11,12 +11,9 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from rloss.data.base import SegmentationDataModule, read_image, read_label
-from rloss.data.constants import IGNORE_INDEX, VOC_CLASSES
+from rloss.data.constants import IGNORE_INDEX, SCRIBBLE_DIR, VOC_CLASSES, VOC_DIR
 from rloss.data.transforms import apply_transform, train_transform
 
-VOC_DIR = Path("VOCdevkit/VOC2012")
-DEFAULT_SCRIBBLE_DIR = "VOCdevkit/VOC2012/pascal_2012_scribble"
-"""Scribble PNG folder relative to the root, as ``rloss data prepare`` writes it."""
 
 
 def layout_help(root: Path, scribble_dir: Path) -> str:
@@ -57,7 +54,7 @@ class VOCScribbleDataset(Dataset):
         self.num_classes = num_classes
         self.transform = transform
         list_file = self.voc / "ImageSets" / "Segmentation" / f"{split}.txt"
-        help_text = layout_help(self.root, scribble_dir or self.root / DEFAULT_SCRIBBLE_DIR)
+        help_text = layout_help(self.root, scribble_dir or self.root / SCRIBBLE_DIR)
         if not list_file.is_file():
             raise FileNotFoundError(f"VOC split list {list_file} not found under root {self.root}\n{help_text}")
         self.names = [line.split()[0] for line in list_file.read_text().splitlines() if line.strip()]
@@ -113,7 +110,7 @@ class VOCScribbleDataModule(SegmentationDataModule):
     def __init__(
         self,
         root: str,
-        scribble_dir: str = DEFAULT_SCRIBBLE_DIR,
+        scribble_dir: str = SCRIBBLE_DIR,
         crop_size: int = 513,
         scale_range: tuple[float, float] = (0.5, 2.0),
         train_split: str = "train_aug",

@@ -19,8 +19,6 @@ from numba.extending import intrinsic
 
 _HASH_MULT = np.int64(-7046029254386353131)  # 0x9E3779B97F4A7C15 as int64 (golden-ratio mixing)
 _HASH_MULT2 = np.int64(-4658895280553007687)  # 0xBF58476D1CE4E5B9 (splitmix64)
-_KEY_BITS = 21  # bits per lattice coordinate in a packed key; three coordinates per int64 word
-KEY_LIMIT = 1 << (_KEY_BITS - 1)  # |coordinate| must stay below this (checked by the caller)
 _BLOCK = 64  # pixels processed together (vectorized across pixels), and transposed at a time
 _LANES = 8  # channels handled together by the filter (one or two SIMD registers)
 
@@ -390,13 +388,15 @@ def _find_neighbors(table: np.ndarray, bits: int, keys: np.ndarray, count: int, 
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
-def build_lattice(features: np.ndarray, feature_scale: float):
+def build_lattice(features: np.ndarray, feature_scale: float, f_lo: np.ndarray, f_hi: np.ndarray):
     """Embed N points of dimension d (multiplied by ``feature_scale``) in the lattice.
 
     Pixels are processed in blocks, with the arithmetic (elevation, rounding, ranks, barycentric
     weights, packed vertex keys and their hashes) vectorized across the pixels of a block (fastmath:
     the caller checks that features are finite); then vertices are found in a hash table of packed
     keys, one look-up per simplex corner.
+    ``f_lo``, ``f_hi`` (d,) float64: per-dimension min and max of ``features`` (the caller has them
+    from its finiteness check), which size the fields of the packed keys.
     Returns (offsets (N, d+1) int32, weights (N, d+1) float32, neighbors (d+1, M, 2) int32).
     """
     n_points, d = features.shape
@@ -415,16 +415,6 @@ def build_lattice(features: np.ndarray, feature_scale: float):
     # features' range: elevated_j = sum_{i >= j} cf_i - j cf_(j-1) (cf_i = scale_i f_i), coordinates
     # within d+1 of it (rounding, wrap, simplex corner), neighbours within d+1 more; generous margin.
     # Coordinates packed greedily into 63-bit words (keys stay >= 0): one word when the range allows.
-    f_lo = np.empty(d, np.float64)
-    f_hi = np.empty(d, np.float64)
-    for i in range(d):
-        f_lo[i] = features[0, i]
-        f_hi[i] = features[0, i]
-    for n in range(1, n_points):
-        for i in range(d):
-            f = features[n, i]
-            f_lo[i] = min(f_lo[i], f)
-            f_hi[i] = max(f_hi[i], f)
     coord_lo = np.empty(d, np.int64)
     width = np.empty(d, np.int64)
     for j in range(d):

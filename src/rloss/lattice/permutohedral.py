@@ -33,6 +33,10 @@ _num_threads: int = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffini
 WIDTH_CORRECTION: float = 1.0877
 NORMALIZATION: float = 2.0
 
+MAX_EXTENT: int = 1 << 20
+"""Largest lattice coordinate accepted (lattice units). The kernel sizes its packed keys from the
+actual range, so this is a guard against bandwidths far too small for the image, not a packing limit."""
+
 
 def set_num_threads(n: int) -> None:
     """Number of threads the lattice uses to process the images of a batch in parallel."""
@@ -94,21 +98,23 @@ class PermutohedralLattice:
             raise ValueError(f"features must have shape (B, N, d) with N, d >= 1, got {tuple(features.shape)}")
         host = features.detach().to("cpu", torch.float32).contiguous()
         d = host.shape[2]
-        lo, hi = torch.aminmax(host.reshape(-1, d), dim=0)  # one pass; NaN/inf propagate
+        lo, hi = torch.aminmax(host, dim=1)  # (B, d) per image, one pass; NaN/inf propagate
         if not (torch.isfinite(lo).all() and torch.isfinite(hi).all()):
             raise ValueError("features contain NaN/inf values; expected finite values")
-        # Lattice coordinates are packed in 21-bit fields: |coordinate| <= (d+1) * s * sum_i |f_i|,
-        # s = sqrt(2/3) (d+1) the lattice scale, must stay below kernels.KEY_LIMIT.
-        extent = float(torch.maximum(lo.abs(), hi.abs()).sum()) * WIDTH_CORRECTION * (d + 1) ** 2 * math.sqrt(2 / 3)
-        if extent >= kernels.KEY_LIMIT:
+        # |coordinate| <= (d+1) * s * sum_i |f_i|, s = sqrt(2/3) (d+1) the lattice scale.
+        extent = float(torch.maximum(lo.abs().amax(0), hi.abs().amax(0)).sum())
+        extent *= WIDTH_CORRECTION * (d + 1) ** 2 * math.sqrt(2 / 3)
+        if extent >= MAX_EXTENT:
             raise ValueError(
-                f"features span {extent:.3g} lattice units, more than the {kernels.KEY_LIMIT} the lattice "
+                f"features span {extent:.3g} lattice units, more than the {MAX_EXTENT} the lattice "
                 "supports: the Gaussian's std (sigma_xy / sigma_rgb) is too small for the image size or value range"
             )
         array = host.numpy()
+        f_lo, f_hi = lo.double().numpy(), hi.double().numpy()
         self.num_points = array.shape[1]
         self.lattices: Sequence[_ImageLattice] = map_batch(
-            lambda b: _ImageLattice(*kernels.build_lattice(array[b], WIDTH_CORRECTION)), array.shape[0]
+            lambda b: _ImageLattice(*kernels.build_lattice(array[b], WIDTH_CORRECTION, f_lo[b], f_hi[b])),
+            array.shape[0],
         )
 
     @classmethod
