@@ -49,18 +49,29 @@ def check_images(images: Tensor, name: str = "images") -> None:
         )
 
 
-def check_probs_shape(probs: Tensor, images: Tensor, name: str = "probs") -> None:
-    """probs: floating (B, K >= 1, H, W) matching images' B, H, W."""
-    if not isinstance(probs, Tensor) or not probs.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point torch.Tensor, got {getattr(probs, 'dtype', type(probs))}")
-    if probs.dim() != 4:
-        raise ValueError(f"{name} must have shape (B, K, H, W), got {tuple(probs.shape)}")
+def check_pixel_tensor(tensor: Tensor, images: Tensor, name: str, channels: str = "C") -> None:
+    """tensor: floating (B, channels, H, W) with the images' B, H, W."""
+    if not isinstance(tensor, Tensor) or not tensor.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point torch.Tensor, got {getattr(tensor, 'dtype', type(tensor))}")
+    if tensor.dim() != 4:
+        raise ValueError(f"{name} must have shape (B, {channels}, H, W), got {tuple(tensor.shape)}")
     expected = (images.shape[0], images.shape[2], images.shape[3])
-    found = (probs.shape[0], probs.shape[2], probs.shape[3])
+    found = (tensor.shape[0], tensor.shape[2], tensor.shape[3])
     if found != expected:
         raise ValueError(
             f"{name} has (B, H, W) = {found} but images have {expected}; expected the same batch and size"
         )
+
+
+def check_values(values: Tensor, images: Tensor, name: str = "values") -> None:
+    """values: floating (B, C, H, W) with the images' B, H, W and finite entries."""
+    check_pixel_tensor(values, images, name)
+    check_finite(values, name)
+
+
+def check_probs_shape(probs: Tensor, images: Tensor, name: str = "probs") -> None:
+    """probs: floating (B, K >= 1, H, W) matching images' B, H, W."""
+    check_pixel_tensor(probs, images, name, "K")
     if probs.shape[1] == 0:
         raise ValueError(f"{name} must have at least one class (K >= 1), got shape {tuple(probs.shape)}")
 

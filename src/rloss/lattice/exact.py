@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from rloss.lattice.features import bilateral_features
+from rloss.validation import check_values
 
 _CUTOFF = 138.0  # squared distance beyond which exp(-d2/2) < 1e-30: set to 0 (avoids denormals)
 
@@ -37,8 +38,6 @@ def exact_bilateral_filter(
     images: (B, 3, H, W) RGB 0..255; values: (B, C, H, W). Returns (B, C, H, W) on values'
     device and dtype (computed in float64 for float64 values, else float32). For small images.
     """
-    from rloss.lattice.permutohedral import check_values
-
     check_values(values, images)
     compute = torch.float64 if values.dtype == torch.float64 else torch.float32
     b, c, h, w = values.shape

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from rloss.lattice.features import bilateral_features
 from rloss.lattice.numba_cache import ensure_writable_numba_cache
-from rloss.validation import check_finite
+from rloss.validation import check_values
 
 ensure_writable_numba_cache()
 from rloss.lattice import kernels  # noqa: E402  (after the cache dir is settled)
@@ -70,19 +70,6 @@ class _ImageLattice:
     @property
     def num_vertices(self) -> int:
         return self.neighbors.shape[1]
-
-
-def check_values(values: Tensor, images: Tensor, name: str = "values") -> None:
-    """values: floating (B, C, H, W) with the images' B, H, W and finite entries."""
-    if not isinstance(values, Tensor) or not values.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point torch.Tensor, got {getattr(values, 'dtype', type(values))}")
-    if values.dim() != 4:
-        raise ValueError(f"{name} must have shape (B, C, H, W), got {tuple(values.shape)}")
-    found = (values.shape[0], values.shape[2], values.shape[3])
-    expected = (images.shape[0], images.shape[2], images.shape[3])
-    if found != expected:
-        raise ValueError(f"{name} has (B, H, W) = {found} but images have {expected}; expected the same")
-    check_finite(values, name)
 
 
 class PermutohedralLattice:
