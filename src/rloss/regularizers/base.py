@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor, nn
 
 from rloss.validation import check_images, check_probs, check_probs_shape, check_roi
@@ -40,6 +42,12 @@ class Regularizer(nn.Module):
     ) -> Tensor:
         """``weight * energy(...)``; ``extra`` keyword inputs go to regularizers that take them."""
         return self.weight * self.energy(images, probs, roi, labels, **extra)
+
+    def bind(self, images: Tensor) -> Callable[..., Tensor]:
+        """``forward`` with ``images`` fixed: ``bind(images)(probs, roi, labels)``. For repeated calls
+        on the same images (per-image optimization, ``rloss propagate``): regularizers that need an
+        image-dependent structure (the affinity) build it once here instead of at every call."""
+        return lambda probs, roi=None, labels=None, **extra: self.forward(images, probs, roi, labels, **extra)
 
     @staticmethod
     def prepare_inputs(images: Tensor, probs: Tensor, roi: Tensor | None) -> tuple[Tensor, Tensor]:
