@@ -12,13 +12,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from helpers import REAL_IMAGES, dense_affinity, load_image, random_blocks_image
-from rloss.lattice import (
-    PermutohedralLattice,
-    bilateral_filter,
-    exact_bilateral_filter,
-    get_num_threads,
-    set_num_threads,
-)
+from rloss.lattice import ExactAffinity, bilateral_affinity, bilateral_features, bilateral_filter, get_num_threads, set_num_threads
+
+
+def exact_bilateral_filter(images, values, sigma_rgb, sigma_xy):
+    return bilateral_filter(images, values, sigma_rgb, sigma_xy, backend="exact")
 
 
 def accuracy(approx: torch.Tensor, exact: torch.Tensor) -> tuple[float, float]:
@@ -56,14 +54,15 @@ def test_exact_filter_equals_explicit_matrix() -> None:
     values = torch.randn(1, 2, 7, 9, dtype=torch.float64)
     w = dense_affinity(image, 10.0, 3.0)
     expected = values[0].reshape(2, -1).numpy() @ w.T
-    out = exact_bilateral_filter(image, values, 10.0, 3.0, chunk_size=5)
+    features = bilateral_features(image, 10.0, 3.0, torch.float64)
+    out = ExactAffinity(features, chunk_size=5).filter(values)
     np.testing.assert_allclose(out[0].reshape(2, -1).numpy(), expected, rtol=1e-10, atol=1e-12)
 
 
 def test_transpose_is_the_transposed_matrix() -> None:
     image = random_blocks_image(6, 5, 4)
     n = 30
-    lattice = PermutohedralLattice.from_images(image, 12.0, 2.0)
+    lattice = bilateral_affinity(image, 12.0, 2.0, "numba")
     eye = torch.eye(n, dtype=torch.float64).reshape(1, n, 6, 5)
     w = lattice.filter(eye).reshape(n, n).T  # column j = W e_j
     w_t = lattice.filter(eye, transpose=True).reshape(n, n).T
@@ -183,7 +182,7 @@ def test_too_small_sigma_for_the_image_is_named() -> None:
 
 def test_filter_and_transpose_share_the_splat_exactly() -> None:
     image = random_blocks_image(12, 17, 6)
-    lattice = PermutohedralLattice.from_images(image, 15.0, 4.0)
+    lattice = bilateral_affinity(image, 15.0, 4.0, "numba")
     values = torch.rand(1, 11, 12, 17)
     forward, transposed = lattice.filter_and_transpose(values)
     torch.testing.assert_close(forward, lattice.filter(values), rtol=0, atol=0)

@@ -39,8 +39,8 @@ def test_energies_match_explicit_affinity(seed: int) -> None:
     probs = soft_masks(1, 3, 9, 11, seed)
     roi = torch.rand(1, 9, 11, generator=torch.Generator().manual_seed(seed)) > 0.2
     crf, ncut = explicit_energies(image, probs, roi, 20.0, 4.0)
-    exact_crf = DenseCRFLoss(sigma_rgb=20.0, sigma_xy=4.0, exact=True).energy(image, probs, roi)
-    exact_ncut = NormalizedCutLoss(sigma_rgb=20.0, sigma_xy=4.0, exact=True).energy(image, probs, roi)
+    exact_crf = DenseCRFLoss(sigma_rgb=20.0, sigma_xy=4.0, backend="exact").energy(image, probs, roi)
+    exact_ncut = NormalizedCutLoss(sigma_rgb=20.0, sigma_xy=4.0, backend="exact").energy(image, probs, roi)
     assert float(exact_crf) == pytest.approx(crf, rel=1e-10)
     assert float(exact_ncut) == pytest.approx(ncut, rel=1e-10)
     assert crf > 0 and ncut > 0
@@ -54,32 +54,33 @@ def test_lattice_energy_close_to_exact_on_a_real_image(cls) -> None:
     probs = (3 * logits).softmax(1)
     kwargs = {"sigma_rgb": 15.0, "sigma_xy": 20.0}
     lattice = float(cls(**kwargs).energy(image, probs))
-    exact = float(cls(**kwargs, exact=True).energy(image, probs))
+    exact = float(cls(**kwargs, backend="exact").energy(image, probs))
     assert lattice == pytest.approx(exact, rel=0.1)
 
 
 @pytest.mark.parametrize("cls", [DenseCRFLoss, NormalizedCutLoss])
-@pytest.mark.parametrize("exact", [False, True])
-def test_gradients_match_finite_differences(cls, exact: bool) -> None:
-    """Lattice: gradient of the lattice energy itself (W^T S via the reverse blur); exact: of the exact."""
+@pytest.mark.parametrize("backend", ["numba", "torch", "exact"])
+def test_gradients_match_finite_differences(cls, backend: str) -> None:
+    """Lattices: gradient of the lattice energy itself (W^T S via the reverse blur); exact: of the exact."""
     image = random_blocks_image(5, 6, 7)
     roi = torch.ones(1, 5, 6, dtype=torch.bool)
     roi[0, 0, :2] = False
     logits = torch.randn(1, 3, 5, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    loss = cls(sigma_rgb=25.0, sigma_xy=3.0, exact=exact)
+    loss = cls(sigma_rgb=25.0, sigma_xy=3.0, backend=backend)
     assert torch.autograd.gradcheck(
         lambda x: loss.energy(image, x.softmax(1), roi), (logits.requires_grad_(),), eps=1e-6, atol=1e-8, rtol=1e-5
     )
 
 
-def test_lattice_gradient_needs_the_transpose() -> None:
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_lattice_gradient_needs_the_transpose(backend: str) -> None:
     """The lattice W is asymmetric: the exact gradient W1 - (W + W^T) S differs from W1 - 2 W S."""
-    from rloss.lattice import PermutohedralLattice
+    from rloss.lattice import bilateral_affinity
 
     image = load_image("2008_000003", 6)
     probs = soft_masks(1, 3, *image.shape[2:], seed=2).requires_grad_()
-    DenseCRFLoss(sigma_rgb=15.0, sigma_xy=100 / 6).energy(image, probs).backward()
-    lattice = PermutohedralLattice.from_images(image, 15.0, 100 / 6)
+    DenseCRFLoss(sigma_rgb=15.0, sigma_xy=100 / 6, backend=backend).energy(image, probs).backward()
+    lattice = bilateral_affinity(image, 15.0, 100 / 6, backend)
     s = probs.detach()
     n = s.shape[2] * s.shape[3]
     degree = lattice.filter(torch.ones_like(s[:, :1]))
@@ -119,11 +120,11 @@ def test_size_loss_gradient_and_roi() -> None:
 def test_densecrf_scale_factor_downsamples_and_scales_sigma() -> None:
     image = load_image("2011_003223", 5)
     probs = soft_masks(1, 2, *image.shape[2:], seed=3, dtype=torch.float32)
-    half = DenseCRFLoss(sigma_xy=30.0, scale_factor=0.5, exact=True).energy(image, probs)
+    half = DenseCRFLoss(sigma_xy=30.0, scale_factor=0.5, backend="exact").energy(image, probs)
     size = (round(image.shape[2] * 0.5), round(image.shape[3] * 0.5))
     small_image = F.interpolate(image, size=size, mode="nearest")
     small_probs = F.interpolate(probs, size=size, mode="bilinear", align_corners=False)
-    manual = DenseCRFLoss(sigma_xy=15.0, exact=True).energy(small_image, small_probs)
+    manual = DenseCRFLoss(sigma_xy=15.0, backend="exact").energy(small_image, small_probs)
     torch.testing.assert_close(half, manual)
 
 
@@ -226,27 +227,25 @@ def test_partial_cross_entropy_counts_labeled_pixels_only() -> None:
         partial_cross_entropy(logits, labels[:, :4])
 
 
-def test_lattice_is_reused_for_the_same_unmodified_images(monkeypatch) -> None:
-    from rloss.lattice import PermutohedralLattice
+def test_bind_builds_the_affinity_once(monkeypatch) -> None:
+    from rloss.regularizers import affinity as module
 
     builds = []
-    original = PermutohedralLattice.from_images.__func__
+    original = module.bilateral_affinity
 
-    def counting(cls, images, sigma_rgb, sigma_xy):
+    def counting(images, *args):
         builds.append(tuple(images.shape))
-        return original(cls, images, sigma_rgb, sigma_xy)
+        return original(images, *args)
 
-    monkeypatch.setattr(PermutohedralLattice, "from_images", classmethod(counting))
+    monkeypatch.setattr(module, "bilateral_affinity", counting)
     images = random_blocks_image(12, 12, 0)
     probs = soft_masks(1, 2, 12, 12, 0, torch.float32)
-    loss = DenseCRFLoss(sigma_xy=4.0, scale_factor=0.5)
-    first = loss.energy(images, probs)
-    torch.testing.assert_close(loss.energy(images, probs), first)
-    assert len(builds) == 1  # same tensor, unmodified: one build
-    loss.energy(images.clone(), probs)
-    images.add_(1.0)  # modified in place: rebuilt
-    loss.energy(images, probs)
-    assert len(builds) == 3
+    loss = DenseCRFLoss(weight=0.5, sigma_xy=4.0, scale_factor=0.5)
+    bound = loss.bind(images)
+    assert builds == [(1, 3, 6, 6)]  # built once, at the working resolution
+    for _ in range(3):
+        torch.testing.assert_close(bound(probs), loss(images, probs))
+    assert len(builds) == 4  # one per unbound call, none per bound call
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

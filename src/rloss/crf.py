@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rloss.lattice import PermutohedralLattice, bilateral_features
-from rloss.validation import check_images, check_probs
+from rloss.lattice import Affinity, bilateral_affinity, bilateral_features, check_backend, resolve_backend
+from rloss.validation import check_probs
 
 EPS: float = 1e-8
 """Floor of the probabilities before the log of the unary term."""
@@ -22,10 +22,10 @@ EPS: float = 1e-8
 
 @dataclass(frozen=True)
 class _Kernels:
-    """The two lattices of one batch: appearance (RGBXY, d = 5) and smoothness (XY, d = 2)."""
+    """The two affinities of one batch: appearance (RGBXY, d = 5) and smoothness (XY, d = 2)."""
 
-    appearance: PermutohedralLattice
-    smoothness: PermutohedralLattice
+    appearance: Affinity
+    smoothness: Affinity
 
 
 class DenseCRF:
@@ -37,6 +37,8 @@ class DenseCRF:
         sxy_smooth, w_smooth: smoothness kernel std in pixels, and weight.
         damping: step size in (0, 1]: Q <- (1 - damping) Q + damping softmax(-U + message(Q)).
             1 is the standard parallel update.
+        backend: the affinities (:data:`rloss.lattice.BACKEND_NAMES`); "auto": the Numba lattice
+            for CPU tensors, the torch lattice on other devices.
     """
 
     def __init__(
@@ -48,6 +50,7 @@ class DenseCRF:
         sxy_smooth: float = 3.0,
         w_smooth: float = 3.0,
         damping: float = 1.0,
+        backend: str = "auto",
     ) -> None:
         if int(iterations) < 0:
             raise ValueError(f"iterations must be >= 0, got {iterations}")
@@ -57,17 +60,19 @@ class DenseCRF:
         self.sxy_app, self.srgb_app, self.w_app = float(sxy_app), float(srgb_app), float(w_app)
         self.sxy_smooth, self.w_smooth = float(sxy_smooth), float(w_smooth)
         self.damping = float(damping)
+        self.backend = check_backend(backend)
 
     def kernels(self, images: Tensor) -> _Kernels:
-        """Build both lattices of images (B, 3, H, W) RGB 0..255, once per batch."""
-        check_images(images, "images")
-        appearance = PermutohedralLattice.from_images(images, self.srgb_app, self.sxy_app)
-        xy = bilateral_features(images, 1.0, self.sxy_smooth, torch.float32)[..., :2]
-        return _Kernels(appearance, PermutohedralLattice(xy))
+        """Build both affinities of images (B, 3, H, W) RGB 0..255, once per batch."""
+        appearance = bilateral_affinity(images, self.srgb_app, self.sxy_app, self.backend)
+        cls = resolve_backend(self.backend, images.device)
+        xy = bilateral_features(images, 1.0, self.sxy_smooth, cls.feature_dtype)[..., :2].contiguous()
+        h, w = images.shape[-2:]
+        return _Kernels(appearance, cls(xy, ([0.0, 0.0], [(w - 1) / self.sxy_smooth, (h - 1) / self.sxy_smooth])))
 
     def message(self, kernels: _Kernels, q: Tensor) -> Tensor:
-        """sum_{j != i} k(i, j) Q_j (B, K, H, W): the lattice filters minus their value at
-        zero distance (1 for the normalized lattice) times Q_i."""
+        """sum_{j != i} k(i, j) Q_j (B, K, H, W): the filters minus their value at zero distance
+        (1 for the normalized lattice and the exact kernel) times Q_i."""
         appearance = kernels.appearance.filter(q) - q
         smoothness = kernels.smoothness.filter(q) - q
         return self.w_app * appearance + self.w_smooth * smoothness

@@ -1,12 +1,13 @@
-"""Exact (brute-force) dense Gaussian filtering: the reference for the lattice, O(N^2)."""
+"""Exact (brute-force) dense Gaussian affinity: the reference for the lattices, O(N^2)."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from rloss.lattice.features import bilateral_features
-from rloss.validation import check_values
+from rloss.lattice.base import Affinity
 
 _CUTOFF = 138.0  # squared distance beyond which exp(-d2/2) < 1e-30: set to 0 (avoids denormals)
 
@@ -14,10 +15,10 @@ _CUTOFF = 138.0  # squared distance beyond which exp(-d2/2) < 1e-30: set to 0 (a
 def exact_gaussian_filter(features: Tensor, values: Tensor, chunk_size: int = 2048) -> Tensor:
     """out_i = sum_j exp(-|f_i - f_j|^2 / 2) v_j, over all j including i.
 
-    features: (B, N, d); values: (B, C, N). Returns (B, C, N) in values' dtype; differentiable
-    with respect to ``values``. Memory: chunk_size x N entries at a time.
+    features: (B, N, d); values: (B, C, N). Returns (B, C, N) in values' dtype on values' device;
+    differentiable with respect to ``values``. Memory: chunk_size x N entries at a time.
     """
-    features = features.to(values.dtype)
+    features = features.to(device=values.device, dtype=values.dtype)
     out = []
     for b in range(values.shape[0]):
         f = features[b]
@@ -30,17 +31,24 @@ def exact_gaussian_filter(features: Tensor, values: Tensor, chunk_size: int = 20
     return torch.stack(out)
 
 
-def exact_bilateral_filter(
-    images: Tensor, values: Tensor, sigma_rgb: float, sigma_xy: float, chunk_size: int = 2048
-) -> Tensor:
-    """Brute-force ``out_i = sum_j W_ij v_j`` with the RGBXY Gaussian affinity W (symmetric).
+class ExactAffinity(Affinity):
+    """W_ij = exp(-|f_i - f_j|^2 / 2) exactly (symmetric), by chunked matrix products on the
+    features' device. For tests and small images."""
 
-    images: (B, 3, H, W) RGB 0..255; values: (B, C, H, W). Returns (B, C, H, W) on values'
-    device and dtype (computed in float64 for float64 values, else float32). For small images.
-    """
-    check_values(values, images)
-    compute = torch.float64 if values.dtype == torch.float64 else torch.float32
-    b, c, h, w = values.shape
-    features = bilateral_features(images.to(values.device), sigma_rgb, sigma_xy, compute)
-    out = exact_gaussian_filter(features, values.to(compute).reshape(b, c, h * w), chunk_size)
-    return out.reshape(b, c, h, w).to(values.dtype)
+    symmetric = True
+    feature_dtype = torch.float64
+
+    def __init__(
+        self, features: Tensor, bounds: tuple[Sequence[float], Sequence[float]] | None = None, chunk_size: int = 2048
+    ) -> None:
+        """features: (B, N, d) in units of the Gaussian's std; ``bounds`` is unused."""
+        if features.dim() != 3 or features.shape[1] == 0 or features.shape[2] == 0:
+            raise ValueError(f"features must have shape (B, N, d) with N, d >= 1, got {tuple(features.shape)}")
+        if not torch.isfinite(features).all():
+            raise ValueError("features contain NaN/inf values; expected finite values")
+        super().__init__(features.shape[0], features.shape[1])
+        self.features = features.detach()
+        self.chunk_size = int(chunk_size)
+
+    def _filter(self, values: Tensor, transposes: tuple[bool, ...]) -> list[Tensor]:
+        return [exact_gaussian_filter(self.features, values, self.chunk_size) for _ in transposes]

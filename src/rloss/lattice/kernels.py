@@ -388,49 +388,26 @@ def _find_neighbors(table: np.ndarray, bits: int, keys: np.ndarray, count: int, 
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
-def build_lattice(features: np.ndarray, feature_scale: float, f_lo: np.ndarray, f_hi: np.ndarray):
-    """Embed N points of dimension d (multiplied by ``feature_scale``) in the lattice.
+def build_lattice(features: np.ndarray, scale: np.ndarray, coord_lo: np.ndarray, width: np.ndarray):
+    """Embed N points of dimension d in the lattice.
 
     Pixels are processed in blocks, with the arithmetic (elevation, rounding, ranks, barycentric
     weights, packed vertex keys and their hashes) vectorized across the pixels of a block (fastmath:
     the caller checks that features are finite); then vertices are found in a hash table of packed
     keys, one look-up per simplex corner.
-    ``f_lo``, ``f_hi`` (d,) float64: per-dimension min and max of ``features`` (the caller has them
-    from its finiteness check), which size the fields of the packed keys.
+    ``scale`` (d,) float64: elevation scale of each feature (``geometry.elevation_scales``);
+    ``coord_lo``, ``width`` (d,) int64: the packed-key fields (``geometry.key_fields``), packed
+    greedily into 63-bit words (keys stay >= 0): one word when the range allows.
     Returns (offsets (N, d+1) int32, weights (N, d+1) float32, neighbors (d+1, M, 2) int32).
     """
     n_points, d = features.shape
     d1 = d + 1
     inv_d1 = 1.0 / d1
-    inv_std = np.sqrt(2.0 / 3.0) * d1
-    scale = np.empty(d, np.float64)
-    for i in range(d):
-        scale[i] = feature_scale * inv_std / np.sqrt((i + 1.0) * (i + 2.0))
 
     # One allocation for both (fewer fresh pages to fault in when malloc maps new memory)
     storage = np.empty(2 * n_points * d1, np.int32)
     offsets = storage[: n_points * d1].reshape((n_points, d1))
     weights = storage[n_points * d1 :].view(np.float32).reshape((n_points, d1))
-    # Field widths of the packed keys from the range of the lattice coordinates, bounded from the
-    # features' range: elevated_j = sum_{i >= j} cf_i - j cf_(j-1) (cf_i = scale_i f_i), coordinates
-    # within d+1 of it (rounding, wrap, simplex corner), neighbours within d+1 more; generous margin.
-    # Coordinates packed greedily into 63-bit words (keys stay >= 0): one word when the range allows.
-    coord_lo = np.empty(d, np.int64)
-    width = np.empty(d, np.int64)
-    for j in range(d):
-        lo = 0.0
-        hi = 0.0
-        for i in range(max(j - 1, 0), d):
-            c = scale[i] if i >= j else -j * scale[i]  # coefficient of f_i in coordinate j
-            lo += f_lo[i] * c if c >= 0 else f_hi[i] * c
-            hi += f_hi[i] * c if c >= 0 else f_lo[i] * c
-        margin = 4.0 * d1 + 4.0 + 1e-6 * (abs(lo) + abs(hi))
-        coord_lo[j] = np.int64(np.floor(lo - margin))
-        span = np.int64(np.ceil(hi + margin)) - coord_lo[j]
-        b = 1
-        while (np.int64(1) << b) <= span:
-            b += 1
-        width[j] = b
     word_of = np.empty(d, np.int64)
     shift_of = np.empty(d, np.int64)
     words = 1

@@ -1,116 +1,71 @@
-"""The two affinity quadratic forms the CRF-type losses are built from.
+"""The two affinity quadratic forms the CRF-type losses are built from, on any :class:`Affinity`.
 
-For each image and class k, with W the RGBXY Gaussian affinity, S_k the soft mask and m the ROI
-indicator:  a_k = S_k^T W m  (= d^T S_k, d = W m the degree)  and  q_k = S_k^T W S_k.
+For each image and class k, with W the affinity, S_k the soft mask and m the ROI indicator:
+a_k = S_k^T W m  (= d^T S_k, d = W m the degree)  and  q_k = S_k^T W S_k.
 DenseCRF is sum_k (a_k - q_k); normalized cut is sum_k (a_k - q_k) / a_k.
 """
 
 from __future__ import annotations
 
-import weakref
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from rloss.lattice import PermutohedralLattice, bilateral_features, exact_gaussian_filter
-from rloss.lattice.permutohedral import map_batch
+from rloss.lattice import Affinity, bilateral_affinity, check_backend
+from rloss.lattice.base import compute_dtype
 from rloss.regularizers.base import Regularizer
-from rloss.regularizers.quadratic_kernels import quadratic_gradient, quadratic_sums
 from rloss.validation import check_positive
 
 
-class _LatticeQuadraticForms(torch.autograd.Function):
-    """(a, q) with the lattice; backward is the exact gradient of what was computed:
-    da/dS_k = W m, dq/dS_k = (W + W^T) S_k (the lattice's W is slightly asymmetric).
+class _QuadraticForms(torch.autograd.Function):
+    """(a, q); backward is the exact gradient of what was computed: da/dS_k = W m and
+    dq/dS_k = (W + W^T) S_k (the lattices' W is slightly asymmetric).
 
-    Host work: W m, then W S and W^T S from one shared splat, and one fused reduction pass forward, one
-    fused pass backward, per image on parallel threads; no other full-size temporaries."""
+    One filtering of the K + 1 channels (S, m) gives W S, W m and W^T S from a shared splat; the
+    rest is tensor math on the affinity's device. Energies accumulate in float64."""
 
     @staticmethod
-    def forward(ctx, probs: Tensor, roi: Tensor, lattice: PermutohedralLattice) -> tuple[Tensor, Tensor]:
-        compute = torch.float64 if probs.dtype == torch.float64 else torch.float32
-        b, k = probs.shape[:2]
-        s = probs.detach().to("cpu", compute).reshape(b, k, -1).contiguous()
-        degree = lattice.filter(roi.detach().to("cpu", compute).reshape(b, 1, -1))  # W m
-        ws, sym = lattice.filter_and_transpose(s)  # W S and W^T S; sym becomes (W + W^T) S below
-        a = torch.empty((b, k), dtype=torch.float64)
-        q = torch.empty((b, k), dtype=torch.float64)
-        s_np, ws_np, sym_np, d_np = s.numpy(), ws.numpy(), sym.numpy(), degree.numpy()
-        a_np, q_np = a.numpy(), q.numpy()
-        map_batch(lambda i: quadratic_sums(s_np[i], ws_np[i], sym_np[i], d_np[i, 0], a_np[i], q_np[i]), b)
+    def forward(ctx, probs: Tensor, roi: Tensor, affinity: Affinity) -> tuple[Tensor, Tensor]:
+        with torch.autocast(probs.device.type, enabled=False):
+            b, k = probs.shape[:2]
+            s = probs.detach().reshape(b, k, -1).to(compute_dtype(probs.dtype))
+            w, wt = affinity.filter_and_transpose(torch.cat((s, roi.reshape(b, 1, -1).to(s.dtype)), 1))
+            degree, ws = w[:, k:].clone(), w[:, :k]  # W m, W S
+            a = (s * degree).sum(2, dtype=torch.float64)
+            q = (s * ws).sum(2, dtype=torch.float64)
+            sym = wt[:, :k].add_(ws) if wt is not w else ws * 2  # (W + W^T) S
         ctx.save_for_backward(degree, sym)
-        ctx.probs_meta = (probs.shape, probs.device, probs.dtype)
-        return a.to(probs.device), q.to(probs.device)
+        ctx.probs_meta = (probs.shape, probs.dtype)
+        return a, q
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_a: Tensor, grad_q: Tensor) -> tuple[Tensor, None, None]:
         degree, sym = ctx.saved_tensors
-        shape, device, dtype = ctx.probs_meta
-        ga = grad_a.detach().to("cpu", sym.dtype).contiguous().numpy()
-        gq = grad_q.detach().to("cpu", sym.dtype).contiguous().numpy()
-        grad = torch.empty_like(sym)
-        d_np, sym_np, out = degree.numpy(), sym.numpy(), grad.numpy()
-        map_batch(lambda i: quadratic_gradient(ga[i], gq[i], d_np[i, 0], sym_np[i], out[i]), sym.shape[0])
-        return grad.reshape(shape).to(device=device, dtype=dtype), None, None
+        shape, dtype = ctx.probs_meta
+        grad = torch.addcmul(grad_a[..., None].to(sym.dtype) * degree, grad_q[..., None].to(sym.dtype), sym)
+        return grad.reshape(shape).to(dtype), None, None
 
 
-# Lattices of image tensors still alive, keyed by the tensor the caller passed: per-image optimization
-# (rloss propagate) passes the same unmodified images at every step and reuses one lattice.
-# (Tensors compare elementwise, so the cache is keyed by id, with a weak reference that drops the entry.)
-_LATTICES: dict[int, tuple[weakref.ref, tuple, PermutohedralLattice]] = {}
+def affinity_quadratic_forms(affinity: Affinity, probs: Tensor, roi: Tensor) -> tuple[Tensor, Tensor]:
+    """Per image and class: a = S_k^T W m and q = S_k^T W S_k, both (B, K) float64 on probs' device.
 
-
-def lattice_for(source: Tensor, images: Tensor, sigma_rgb: float, sigma_xy: float) -> PermutohedralLattice:
-    """The lattice of ``images`` (derived from ``source``, e.g. downsampled), reused while the same
-    ``source`` tensor comes back unmodified (same version counter, shape and bandwidths)."""
-    key = (source._version, tuple(source.shape), tuple(images.shape), float(sigma_rgb), float(sigma_xy))
-    cached = _LATTICES.get(id(source))
-    if cached is not None and cached[0]() is source and cached[1] == key:
-        return cached[2]
-    lattice = PermutohedralLattice.from_images(images, sigma_rgb, sigma_xy)
-    ident = id(source)
-    _LATTICES[ident] = (weakref.ref(source, lambda _: _LATTICES.pop(ident, None)), key, lattice)
-    return lattice
-
-
-def affinity_quadratic_forms(
-    images: Tensor,
-    probs: Tensor,
-    roi: Tensor,
-    sigma_rgb: float,
-    sigma_xy: float,
-    exact: bool = False,
-    lattice: PermutohedralLattice | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Per image and class: a = S_k^T W m and q = S_k^T W S_k, both (B, K) float64.
-
-    images: (B, 3, H, W) RGB 0..255; probs: (B, K, H, W) with S = 0 outside the ROI; roi: (B, H, W)
-    bool. ``exact`` uses the brute-force W (O(N^2), small images, plain autograd) instead of the
-    lattice; ``lattice`` is a prebuilt lattice of ``images``. Differentiable with respect to probs.
-    """
-    if exact:
-        compute = torch.float64 if probs.dtype == torch.float64 else torch.float32
-        b, k, h, w = probs.shape
-        features = bilateral_features(images.to(probs.device), sigma_rgb, sigma_xy, compute)
-        s = probs.to(compute).reshape(b, k, h * w)
-        m = roi.to(compute).reshape(b, 1, h * w)
-        filtered = exact_gaussian_filter(features, torch.cat((s, m), dim=1))
-        a = (s.double() * filtered[:, -1:].double()).sum(2)
-        q = (s.double() * filtered[:, :-1].double()).sum(2)
-        return a, q
-    if lattice is None:
-        lattice = PermutohedralLattice.from_images(images, sigma_rgb, sigma_xy)
-    return _LatticeQuadraticForms.apply(probs, roi, lattice)
+    probs: (B, K, H, W) with S = 0 outside the ROI; roi: (B, H, W) bool; ``affinity`` of the images
+    at probs' resolution. Differentiable with respect to probs (exact gradient)."""
+    return _QuadraticForms.apply(probs, roi, affinity)
 
 
 class AffinityRegularizer(Regularizer):
-    """Base of the losses built on the dense RGBXY affinity W (DenseCRF, normalized cut).
+    """Base of the losses built on an affinity W and its quadratic forms (DenseCRF, normalized cut).
 
-    ``scale_factor < 1`` first downsamples images (nearest), probs (bilinear) and ROI (nearest),
-    and scales sigma_xy by the same factor, as the original rloss code does.
+    ``scale_factor < 1`` first downsamples images (nearest), probs (bilinear) and ROI (nearest), and
+    scales sigma_xy by the same factor, as the original rloss code does. ``backend`` chooses the
+    affinity (:data:`rloss.lattice.BACKEND_NAMES`): "auto" is the Numba lattice for CPU tensors and
+    the torch lattice on any other device; "exact" is the brute-force W (small images).
+    Subclasses implement :meth:`combine`.
     """
 
     def __init__(
@@ -119,7 +74,7 @@ class AffinityRegularizer(Regularizer):
         sigma_rgb: float = 15.0,
         sigma_xy: float = 100.0,
         scale_factor: float = 1.0,
-        exact: bool = False,
+        backend: str = "auto",
     ) -> None:
         super().__init__(weight)
         self.sigma_rgb = check_positive(sigma_rgb, "sigma_rgb")
@@ -127,26 +82,53 @@ class AffinityRegularizer(Regularizer):
         self.scale_factor = check_positive(scale_factor, "scale_factor")
         if self.scale_factor > 1.0:
             raise ValueError(f"scale_factor must be in (0, 1], got {scale_factor}")
-        self.exact = bool(exact)
+        self.backend = check_backend(backend)
 
-    def quadratic_forms(self, images: Tensor, probs: Tensor, roi: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-        """Validate, rescale, and return (a, q) of shape (B, K) float64 and the rescaled ROI (B, h, w)."""
-        probs, roi = self.prepare_inputs(images, probs, roi)
-        source = images
-        if self.scale_factor < 1.0:
-            h, w = probs.shape[-2:]
-            size = (max(1, round(h * self.scale_factor)), max(1, round(w * self.scale_factor)))
+    def working_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """(h, w) the energy is computed at for inputs of (H, W)."""
+        if self.scale_factor == 1.0:
+            return size
+        return max(1, round(size[0] * self.scale_factor)), max(1, round(size[1] * self.scale_factor))
+
+    def build_affinity(self, images: Tensor) -> Affinity:
+        """The affinity of images (B, 3, H, W) RGB 0..255 at the working resolution."""
+        size = self.working_size(tuple(images.shape[-2:]))
+        if size != tuple(images.shape[-2:]):
             images = F.interpolate(images.float(), size=size, mode="nearest")
+        return bilateral_affinity(images, self.sigma_rgb, self.sigma_xy * self.scale_factor, self.backend)
+
+    def energy(
+        self, images: Tensor, probs: Tensor, roi: Tensor | None = None, labels: Tensor | None = None
+    ) -> Tensor:
+        probs, roi = self.prepare_inputs(images, probs, roi)
+        return self.energy_with(self.build_affinity(images), probs, roi)
+
+    def bind(self, images: Tensor) -> Callable[..., Tensor]:
+        """``forward`` with the images' affinity built once (per-image optimization)."""
+        affinity = self.build_affinity(images)
+
+        def bound(probs: Tensor, roi: Tensor | None = None, labels: Tensor | None = None) -> Tensor:
+            probs, roi = self.prepare_inputs(images, probs, roi)
+            return self.weight * self.energy_with(affinity, probs, roi)
+
+        return bound
+
+    def energy_with(self, affinity: Affinity, probs: Tensor, roi: Tensor) -> Tensor:
+        """The energy of validated probs (B, K, H, W) and roi (B, H, W) with a prebuilt affinity."""
+        size = self.working_size(tuple(probs.shape[-2:]))
+        if size != tuple(probs.shape[-2:]):
             probs = F.interpolate(probs, size=size, mode="bilinear", align_corners=False)
             roi = F.interpolate(roi[:, None].float(), size=size, mode="nearest")[:, 0] > 0.5
             probs = probs * roi[:, None].to(probs.dtype)
-        sigma_xy = self.sigma_xy * self.scale_factor
-        lattice = None if self.exact else lattice_for(source, images, self.sigma_rgb, sigma_xy)
-        a, q = affinity_quadratic_forms(images, probs, roi, self.sigma_rgb, sigma_xy, self.exact, lattice)
-        return a, q, roi
+        a, q = affinity_quadratic_forms(affinity, probs, roi)
+        return self.combine(a, q, roi).to(probs.dtype)
+
+    def combine(self, a: Tensor, q: Tensor, roi: Tensor) -> Tensor:
+        """Scalar energy from a, q (B, K) float64 and the working-resolution roi (B, h, w)."""
+        raise NotImplementedError
 
     def extra_repr(self) -> str:
         return (
             f"weight={self.weight:g}, sigma_rgb={self.sigma_rgb:g}, sigma_xy={self.sigma_xy:g}, "
-            f"scale_factor={self.scale_factor:g}, exact={self.exact}"
+            f"scale_factor={self.scale_factor:g}, backend={self.backend!r}"
         )

@@ -18,13 +18,9 @@ class DenseCRFLoss(AffinityRegularizer):
     scale_factor 0.5 on 513x513 crops (257x257 = 66,049 pixels) this is about 7e-5.
 
     Arguments (see :class:`AffinityRegularizer`): weight, sigma_rgb=15, sigma_xy=100 (pixels of the
-    input), scale_factor=1.0, exact=False.
+    input), scale_factor=1.0, backend="auto".
     """
 
-    def energy(
-        self, images: Tensor, probs: Tensor, roi: Tensor | None = None, labels: Tensor | None = None
-    ) -> Tensor:
-        a, q, roi = self.quadratic_forms(images, probs, roi)
+    def combine(self, a: Tensor, q: Tensor, roi: Tensor) -> Tensor:
         n_roi = roi.flatten(1).sum(1).clamp(min=1).to(a)
-        per_image = (a - q).sum(1) / n_roi
-        return per_image.mean().to(probs.dtype)
+        return ((a - q).sum(1) / n_roi).mean()

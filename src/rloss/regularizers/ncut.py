@@ -19,17 +19,13 @@ class NormalizedCutLoss(AffinityRegularizer):
         sigma_rgb: float = 15.0,
         sigma_xy: float = 40.0,
         scale_factor: float = 1.0,
-        exact: bool = False,
+        backend: str = "auto",
         eps: float = 1e-6,
     ) -> None:
-        super().__init__(weight, sigma_rgb, sigma_xy, scale_factor, exact)
+        super().__init__(weight, sigma_rgb, sigma_xy, scale_factor, backend)
         if not eps > 0:
             raise ValueError(f"eps must be > 0, got {eps}")
         self.eps = float(eps)
 
-    def energy(
-        self, images: Tensor, probs: Tensor, roi: Tensor | None = None, labels: Tensor | None = None
-    ) -> Tensor:
-        a, q, _ = self.quadratic_forms(images, probs, roi)
-        per_image = ((a - q) / (a + self.eps)).sum(1)
-        return per_image.mean().to(probs.dtype)
+    def combine(self, a: Tensor, q: Tensor, roi: Tensor) -> Tensor:
+        return ((a - q) / (a + self.eps)).sum(1).mean()

@@ -1,0 +1,68 @@
+"""Choosing and building an affinity back-end by name: ``backend="auto" | "numba" | "torch" | "exact"``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from rloss.lattice.base import Affinity
+from rloss.lattice.exact import ExactAffinity
+from rloss.lattice.features import bilateral_features
+from rloss.lattice.numba_lattice import NumbaLattice
+from rloss.lattice.torch_lattice import TorchLattice
+from rloss.validation import check_values
+
+BACKENDS: dict[str, type[Affinity]] = {"numba": NumbaLattice, "torch": TorchLattice, "exact": ExactAffinity}
+"""The dense Gaussian affinities: the Numba lattice (host), the torch lattice (any device), brute force."""
+
+BACKEND_NAMES: tuple[str, ...] = ("auto", *BACKENDS)
+
+
+def check_backend(backend: str, name: str = "backend") -> str:
+    """``backend`` lower-cased if it is one of BACKEND_NAMES; ValueError naming ``name`` otherwise."""
+    if not isinstance(backend, str) or backend.lower() not in BACKEND_NAMES:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, BACKEND_NAMES))}, got {backend!r}")
+    return backend.lower()
+
+
+def resolve_backend(backend: str, device: torch.device) -> type[Affinity]:
+    """The class of ``backend``; ``"auto"`` is the Numba lattice for CPU tensors, the torch lattice
+    for any other device (no host round trip)."""
+    backend = check_backend(backend)
+    if backend == "auto":
+        backend = "numba" if torch.device(device).type == "cpu" else "torch"
+    return BACKENDS[backend]
+
+
+def gaussian_affinity(
+    features: Tensor, backend: str = "auto", bounds: tuple[Sequence[float], Sequence[float]] | None = None
+) -> Affinity:
+    """W_ij ~ exp(-|f_i - f_j|^2 / 2) for features (B, N, d) in units of the Gaussian's std, on the
+    features' device. ``bounds``: known (lo, hi) limits of the features (d floats each), optional."""
+    return resolve_backend(backend, features.device)(features, bounds)
+
+
+def bilateral_affinity(images: Tensor, sigma_rgb: float, sigma_xy: float, backend: str = "auto") -> Affinity:
+    """The RGBXY affinity W_ij = exp(-|p_i-p_j|^2 / 2 sigma_xy^2 - |I_i-I_j|^2 / 2 sigma_rgb^2) of
+    images (B, 3, H, W) RGB 0..255 (p in pixels), on the images' device."""
+    cls = resolve_backend(backend, images.device)
+    features = bilateral_features(images, sigma_rgb, sigma_xy, cls.feature_dtype)
+    h, w = images.shape[-2:]
+    rgb = 255.0 / sigma_rgb
+    return cls(features, ([0.0] * 5, [(w - 1) / sigma_xy, (h - 1) / sigma_xy, rgb, rgb, rgb]))
+
+
+def bilateral_filter(
+    images: Tensor, values: Tensor, sigma_rgb: float, sigma_xy: float, transpose: bool = False, backend: str = "auto"
+) -> Tensor:
+    """``out_i = sum_j W_ij v_j`` with the RGBXY Gaussian affinity W (see :func:`bilateral_affinity`).
+
+    images: (B, 3, H, W) RGB in 0..255; values: (B, C, H, W) float. Returns (B, C, H, W) on values'
+    device and dtype. ``transpose=True`` applies W^T (the lattices' W is slightly asymmetric), which
+    exact gradients need. ``backend="exact"`` is the brute-force reference (small images).
+    """
+    check_backend(backend)
+    check_values(values, images)
+    return bilateral_affinity(images.to(values.device), sigma_rgb, sigma_xy, backend).filter(values, transpose)

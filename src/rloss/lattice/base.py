@@ -1,0 +1,63 @@
+"""The one interface of the CRF-type terms: multiply values by an affinity W (or W^T)."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+
+import torch
+from torch import Tensor
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 for float64 values, float32 for every other float dtype (half, bfloat16 included)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+class Affinity(ABC):
+    """W for a batch of B point sets of N points each (pixels of B images), built once per batch.
+
+    :meth:`filter` computes W values (or W^T values) for values (B, C, N) or (B, C, H, W) with
+    H*W = N, any number of channels C; the result has values' shape, device and dtype (computed in
+    float64 for float64 values, else float32). Implementations differ only in where and how they
+    compute; regularizers and the mean-field CRF take an Affinity and never ask which one.
+    """
+
+    symmetric: bool = False
+    """True when W = W^T exactly (then :meth:`filter_and_transpose` filters once)."""
+
+    feature_dtype: torch.dtype = torch.float32
+    """dtype the features are best given in (the exact reference wants float64)."""
+
+    def __init__(self, batch_size: int, num_points: int) -> None:
+        self.batch_size = batch_size
+        self.num_points = num_points
+
+    def filter(self, values: Tensor, transpose: bool = False) -> Tensor:
+        """W values, or W^T values with ``transpose``."""
+        return self._run(values, (transpose and not self.symmetric,))[0]
+
+    def filter_and_transpose(self, values: Tensor) -> tuple[Tensor, Tensor]:
+        """(W values, W^T values); cheaper than two :meth:`filter` calls (a shared splat)."""
+        if self.symmetric:
+            out = self.filter(values)
+            return out, out
+        forward, transposed = self._run(values, (False, True))
+        return forward, transposed
+
+    def _run(self, values: Tensor, transposes: tuple[bool, ...]) -> list[Tensor]:
+        shape = values.shape
+        if values.dim() < 3 or shape[0] != self.batch_size or math.prod(shape[2:]) != self.num_points:
+            raise ValueError(
+                f"values must have shape (B={self.batch_size}, C, N={self.num_points}) or (B, C, H, W) "
+                f"with H*W = N, got {tuple(shape)}"
+            )
+        flat = values.detach().reshape(shape[0], shape[1], self.num_points).to(compute_dtype(values.dtype))
+        with torch.autocast(values.device.type, enabled=False):  # the filters' sums stay in float32/64
+            outputs = self._filter(flat, transposes)
+        return [out.reshape(shape).to(device=values.device, dtype=values.dtype) for out in outputs]
+
+    @abstractmethod
+    def _filter(self, values: Tensor, transposes: tuple[bool, ...]) -> list[Tensor]:
+        """[W values or W^T values for each flag of ``transposes``]; values (B, C, N) float32/64 on
+        the caller's device. Outputs (B, C, N) of the same dtype, on any device."""

@@ -1,0 +1,116 @@
+"""The permutohedral lattice on the host: Numba kernels, images of a batch on parallel threads."""
+
+from __future__ import annotations
+
+import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Callable, TypeVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from rloss.lattice.base import Affinity
+from rloss.lattice.geometry import NORMALIZATION, elevation_scales, key_fields
+
+_T = TypeVar("_T")
+_num_threads: int = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def set_num_threads(n: int) -> None:
+    """Default number of host threads of the Numba lattice (images of a batch in parallel); a
+    lattice built with ``num_threads=`` uses its own. ``rloss demo --threads`` sets it."""
+    global _num_threads
+    if int(n) < 1:
+        raise ValueError(f"num_threads must be >= 1, got {n}")
+    _num_threads = int(n)
+
+
+def get_num_threads() -> int:
+    """The default set by :func:`set_num_threads` (initially the CPUs this process may use)."""
+    return _num_threads
+
+
+def map_batch(fn: Callable[[int], _T], count: int, threads: int) -> list[_T]:
+    """fn(0..count-1) on up to ``threads`` threads (the kernels release the GIL).
+
+    A fresh pool per call: no thread state survives into forked DataLoader workers."""
+    workers = min(threads, count)
+    if workers <= 1:
+        return [fn(i) for i in range(count)]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(fn, range(count)))
+
+
+@functools.cache
+def numba_kernels() -> ModuleType:
+    """The compiled kernels, imported on first use, after Numba's on-disk cache is made writable."""
+    from rloss.lattice.numba_cache import ensure_writable_numba_cache
+
+    ensure_writable_numba_cache()
+    from rloss.lattice import kernels
+
+    return kernels
+
+
+@dataclass(frozen=True)
+class _ImageLattice:
+    offsets: np.ndarray  # (N, d+1) int32
+    weights: np.ndarray  # (N, d+1) float32
+    neighbors: np.ndarray  # (d+1, M, 2) int32
+
+    @property
+    def num_vertices(self) -> int:
+        return self.neighbors.shape[1]
+
+
+class NumbaLattice(Affinity):
+    """Permutohedral lattices of a batch of point sets on the host (one per image), W ~ the
+    normalized Gaussian exp(-|f_i - f_j|^2 / 2) of features in units of the Gaussian's std.
+
+    Values on another device are copied to the host and the results back.
+    """
+
+    def __init__(self, features: Tensor, bounds: object = None, num_threads: int | None = None) -> None:
+        """features: (B, N, d) (any device/dtype). ``bounds`` is unused (the range is measured);
+        ``num_threads``: host threads, default :func:`get_num_threads`."""
+        if features.dim() != 3 or features.shape[1] == 0 or features.shape[2] == 0:
+            raise ValueError(f"features must have shape (B, N, d) with N, d >= 1, got {tuple(features.shape)}")
+        super().__init__(features.shape[0], features.shape[1])
+        self.num_threads = get_num_threads() if num_threads is None else int(num_threads)
+        if self.num_threads < 1:
+            raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+        host = features.detach().to("cpu", torch.float32).contiguous()
+        lo, hi = torch.aminmax(host, dim=1)  # (B, d) per image, one pass; NaN/inf propagate
+        lo, hi = lo.double().numpy(), hi.double().numpy()
+        layouts = [key_fields(lo[b], hi[b]) for b in range(self.batch_size)]
+        scale = elevation_scales(host.shape[2])
+        array = host.numpy()
+        kernels = numba_kernels()
+        self.lattices: list[_ImageLattice] = map_batch(
+            lambda b: _ImageLattice(*kernels.build_lattice(array[b], scale, *layouts[b])),
+            self.batch_size,
+            self.num_threads,
+        )
+
+    @property
+    def num_vertices(self) -> list[int]:
+        """Lattice vertices of each image."""
+        return [lat.num_vertices for lat in self.lattices]
+
+    def _filter(self, values: Tensor, transposes: tuple[bool, ...]) -> list[Tensor]:
+        host = values.to("cpu").contiguous().numpy()
+        out = np.empty((len(transposes), *host.shape), host.dtype)  # (outputs, B, C, N)
+        flags = np.array(transposes, dtype=np.bool_)
+        scale = np.array([NORMALIZATION], host.dtype)
+        kernels = numba_kernels()
+
+        def run(b: int) -> None:
+            lat = self.lattices[b]
+            kernels.filter_values(host[b], lat.offsets, lat.weights, lat.neighbors, flags, scale, out[:, b])
+
+        map_batch(run, self.batch_size, self.num_threads)
+        return list(torch.from_numpy(out))
