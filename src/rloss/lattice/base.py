@@ -57,6 +57,17 @@ class Affinity(ABC):
             outputs = self._filter(flat, transposes)
         return [out.reshape(shape).to(device=values.device, dtype=values.dtype) for out in outputs]
 
+    def quadratic_forms(self, s: Tensor, m: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """For soft masks s (B, K, N) and the ROI indicator m (B, 1, N), both float32/64:
+        a = s_k . W m and q = s_k . W s_k, (B, K) float64, with what their gradients need:
+        W m (B, 1, N) and (W + W^T) s (B, K, N), in s' dtype."""
+        k = s.shape[1]
+        w, wt = self.filter_and_transpose(torch.cat((s, m), 1))
+        degree, ws = w[:, k:].clone(), w[:, :k]
+        a = (s * degree).sum(2, dtype=torch.float64)
+        q = (s * ws).sum(2, dtype=torch.float64)
+        return a, q, degree, (ws * 2 if wt is w else wt[:, :k].add_(ws))
+
     @abstractmethod
     def _filter(self, values: Tensor, transposes: tuple[bool, ...]) -> list[Tensor]:
         """[W values or W^T values for each flag of ``transposes``]; values (B, C, N) float32/64 on

@@ -56,6 +56,15 @@ def numba_kernels() -> ModuleType:
     return kernels
 
 
+@functools.cache
+def numba_quadratic_kernels() -> ModuleType:
+    """The fused reduction kernel, imported on first use (see :func:`numba_kernels`)."""
+    numba_kernels()
+    from rloss.lattice import quadratic_kernels
+
+    return quadratic_kernels
+
+
 @dataclass(frozen=True)
 class _ImageLattice:
     offsets: np.ndarray  # (N, d+1) int32
@@ -100,6 +109,20 @@ class NumbaLattice(Affinity):
     def num_vertices(self) -> list[int]:
         """Lattice vertices of each image."""
         return [lat.num_vertices for lat in self.lattices]
+
+    def quadratic_forms(self, s: Tensor, m: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """:meth:`Affinity.quadratic_forms` with one fused host pass per image for a, q and the sum
+        W s + W^T s (measured faster on the host than the tensor operations of the base class)."""
+        device = s.device
+        s = s.to("cpu").contiguous()
+        degree = self.filter(m.to("cpu"))
+        ws, sym = self.filter_and_transpose(s)
+        a = torch.empty(s.shape[:2], dtype=torch.float64)
+        q = torch.empty(s.shape[:2], dtype=torch.float64)
+        s_np, ws_np, sym_np, d_np, a_np, q_np = (t.numpy() for t in (s, ws, sym, degree, a, q))
+        kernel = numba_quadratic_kernels().quadratic_sums
+        map_batch(lambda b: kernel(s_np[b], ws_np[b], sym_np[b], d_np[b, 0], a_np[b], q_np[b]), self.batch_size, self.num_threads)
+        return a.to(device), q.to(device), degree.to(device), sym.to(device)
 
     def _filter(self, values: Tensor, transposes: tuple[bool, ...]) -> list[Tensor]:
         host = values.to("cpu").contiguous().numpy()

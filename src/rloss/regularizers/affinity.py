@@ -24,19 +24,15 @@ class _QuadraticForms(torch.autograd.Function):
     """(a, q); backward is the exact gradient of what was computed: da/dS_k = W m and
     dq/dS_k = (W + W^T) S_k (the lattices' W is slightly asymmetric).
 
-    One filtering of the K + 1 channels (S, m) gives W S, W m and W^T S from a shared splat; the
-    rest is tensor math on the affinity's device. Energies accumulate in float64."""
+    The affinity computes a, q (accumulated in float64), W m and (W + W^T) S; the gradient is
+    tensor math on the affinity's device."""
 
     @staticmethod
     def forward(ctx, probs: Tensor, roi: Tensor, affinity: Affinity) -> tuple[Tensor, Tensor]:
         with torch.autocast(probs.device.type, enabled=False):
             b, k = probs.shape[:2]
             s = probs.detach().reshape(b, k, -1).to(compute_dtype(probs.dtype))
-            w, wt = affinity.filter_and_transpose(torch.cat((s, roi.reshape(b, 1, -1).to(s.dtype)), 1))
-            degree, ws = w[:, k:].clone(), w[:, :k]  # W m, W S
-            a = (s * degree).sum(2, dtype=torch.float64)
-            q = (s * ws).sum(2, dtype=torch.float64)
-            sym = wt[:, :k].add_(ws) if wt is not w else ws * 2  # (W + W^T) S
+            a, q, degree, sym = affinity.quadratic_forms(s, roi.reshape(b, 1, -1).to(s.dtype))
         ctx.save_for_backward(degree, sym)
         ctx.probs_meta = (probs.shape, probs.dtype)
         return a, q

@@ -1,13 +1,10 @@
-"""Numba kernels for the affinity quadratic forms: one fused pass each, per image."""
+"""Numba kernel of the affinity quadratic forms: one fused reduction pass per image (the Numba
+lattice's faster version of :meth:`Affinity.quadratic_forms`)."""
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
-
-from rloss.lattice.numba_cache import ensure_writable_numba_cache
-
-ensure_writable_numba_cache()
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
@@ -28,16 +25,3 @@ def quadratic_sums(
             wts[k, n] += ws[k, n]
         a[k] = acc_a
         q[k] = acc_q
-
-
-@njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
-def quadratic_gradient(
-    grad_a: np.ndarray, grad_q: np.ndarray, degree: np.ndarray, sym: np.ndarray, out: np.ndarray
-) -> None:
-    """out[k] = grad_a[k] * degree + grad_q[k] * sym[k] for sym (K, N) = (W + W^T) s, degree (N,)."""
-    n_classes, n_points = sym.shape
-    for k in range(n_classes):
-        ga = grad_a[k]
-        gq = grad_q[k]
-        for n in range(n_points):
-            out[k, n] = ga * degree[n] + gq * sym[k, n]
