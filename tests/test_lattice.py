@@ -136,9 +136,9 @@ def test_tiny_images(shape: tuple[int, int]) -> None:
 )
 def test_bad_input_is_named(images, values, kwargs, message) -> None:
     sigmas = {"sigma_rgb": 15.0, "sigma_xy": 5.0} | kwargs
-    for fn in (bilateral_filter, exact_bilateral_filter):
+    for backend in ("numba", "torch", "exact"):
         with pytest.raises(ValueError, match=message):
-            fn(images, values, **sigmas)
+            bilateral_filter(images, values, **sigmas, backend=backend)
 
 
 class _FilterDataset(Dataset):
@@ -174,10 +174,11 @@ def test_numba_cache_goes_to_a_writable_dir(tmp_path) -> None:
     assert cached, "no Numba index files written to NUMBA_CACHE_DIR"
 
 
-def test_too_small_sigma_for_the_image_is_named() -> None:
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_too_small_sigma_for_the_image_is_named(backend: str) -> None:
     image = random_blocks_image(8, 3000, 0)
     with pytest.raises(ValueError, match="sigma_xy / sigma_rgb"):
-        bilateral_filter(image, torch.ones(1, 1, 8, 3000), 15.0, 0.01)
+        bilateral_filter(image, torch.ones(1, 1, 8, 3000), 15.0, 0.01, backend=backend)
 
 
 def test_filter_and_transpose_share_the_splat_exactly() -> None:

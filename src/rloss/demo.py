@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from rloss import lattice
 from rloss.atomic import atomic_path, write_text_atomic
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "demo"
@@ -79,7 +80,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--config-dir", default=str(CONFIG_DIR), help="folder of the demo configs")
     parser.add_argument(
         "--threads", type=int, default=1,
-        help="torch and Numba threads (default 1: on a loaded 2-core machine 2 threads were 6x slower)",
+        help="torch and Numba-lattice threads (default 1: on a loaded 2-core machine 2 threads were 6x slower)",
     )
     parser.add_argument("--quick", action="store_true", help="a few steps on a few images (smoke test)")
     args = parser.parse_args(list(argv))
@@ -231,11 +232,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("WANDB_MODE", "offline")
-    import numba
-
-    threads = torch.get_num_threads(), numba.get_num_threads()
+    threads = torch.get_num_threads(), lattice.get_num_threads()
     torch.set_num_threads(args.threads)
-    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    lattice.set_num_threads(args.threads)  # the Numba lattice's host threads
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -243,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(args, output)
     finally:  # restore the caller's (e.g. a test session's) thread settings
         torch.set_num_threads(threads[0])
-        numba.set_num_threads(threads[1])
+        lattice.set_num_threads(threads[1])
 
 
 def run_demo(args: argparse.Namespace, output: Path) -> int:
