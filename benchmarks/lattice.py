@@ -7,7 +7,10 @@ Prints a markdown table and (full runs) saves it to ``benchmarks/results/lattice
   forward + backward; pydensecrf2 (C++ permutohedral lattice) doing the same work, all 21 channels
   in one pass and one class at a time (as the original rloss C++ did);
 - a batch of 12 at 257x257 on 1 and 2 threads: build + filter, and DenseCRF forward + backward;
-- accuracy against ``exact_bilateral_filter`` on the real images downsampled 4x.
+- accuracy against the exact filter (``backend="exact"``) on the real images downsampled 4x;
+- the torch back-end against the Numba one: a 513x513 build + 21-channel filter and DenseCRF
+  forward + backward on 12 x 21 x 257^2, on the CPU and, when CUDA is available, with the torch
+  back-end on the GPU against the Numba one on the host (its copies included), with peak memory.
 
 Timings are medians of repetitions in which ours and the peer run interleaved (their order
 alternates), so a speed ratio is only ever taken between numbers of the same run. Usage:
@@ -45,9 +48,9 @@ from torch import Tensor
 import rloss
 import rloss.lattice as lattice
 from rloss.allocator import keep_freed_memory
-from rloss.lattice import PermutohedralLattice, bilateral_features, bilateral_filter, exact_bilateral_filter
-from rloss.lattice import kernels
-from rloss.lattice.permutohedral import WIDTH_CORRECTION
+from rloss.lattice import bilateral_affinity, bilateral_features, bilateral_filter
+from rloss.lattice.geometry import elevation_scales, key_fields
+from rloss.lattice.numba_lattice import numba_kernels
 from rloss.regularizers.densecrf import DenseCRFLoss
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -264,14 +267,15 @@ def ours_per_image(images: Tensor, probs: Tensor, sigma_xy: float) -> Task:
     loss = DenseCRFLoss(sigma_rgb=SIGMA_RGB, sigma_xy=sigma_xy)
     features = bilateral_features(images, SIGMA_RGB, sigma_xy, torch.float32).numpy()
     lows, highs = (x.double().numpy() for x in torch.aminmax(torch.from_numpy(features), dim=1))
+    kernels, scale = numba_kernels(), elevation_scales(features.shape[2])
 
     def task(watch: Stopwatch, rep: int) -> None:
         i = rep % len(images)
         image, p = images[i : i + 1], probs[i : i + 1]
         with watch.section("ours build kernel"):
-            kernels.build_lattice(features[i], WIDTH_CORRECTION, lows[i], highs[i])
+            kernels.build_lattice(features[i], scale, *key_fields(lows[i], highs[i]))
         with watch.section("ours build"):
-            lat = PermutohedralLattice.from_images(image, SIGMA_RGB, sigma_xy)
+            lat = bilateral_affinity(image, SIGMA_RGB, sigma_xy, "numba")
         with watch.section("ours filter"):
             lat.filter(p)
         leaf = p.clone().requires_grad_()
@@ -289,12 +293,125 @@ def ours_batch(images: Tensor, probs: Tensor, sigma_xy: float, threads: Threads,
         set_threads(*threads)
         leaf = probs.clone().requires_grad_() if energy else probs
         with watch.section(str(threads)):
-            if energy:  # a fresh view each time: the loss would otherwise reuse the lattice of `images`
-                loss.energy(images[:], leaf).backward()
+            if energy:
+                loss.energy(images, leaf).backward()
             else:
-                PermutohedralLattice.from_images(images, SIGMA_RGB, sigma_xy).filter(leaf)
+                bilateral_affinity(images, SIGMA_RGB, sigma_xy, "numba").filter(leaf)
 
     return task
+
+
+# ----------------------------------------------------------------------------- back-ends
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (timings of asynchronous CUDA kernels)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def backend_per_image(name: str, backend: str, images: Tensor, probs: Tensor, sigma_xy: float) -> Task:
+    """One image per repetition on ``backend`` with inputs where ``images``/``probs`` live: build,
+    21-channel filter (the Numba back-end's host copies included for device inputs)."""
+
+    def task(watch: Stopwatch, rep: int) -> None:
+        i = rep % len(images)
+        synchronize(images.device)
+        with watch.section(f"{name} build"):
+            affinity = bilateral_affinity(images[i : i + 1], SIGMA_RGB, sigma_xy, backend)
+            synchronize(images.device)
+        with watch.section(f"{name} filter"):
+            affinity.filter(probs[i : i + 1])
+            synchronize(images.device)
+
+    return task
+
+
+def backend_batch_energy(name: str, backend: str, images: Tensor, probs: Tensor, sigma_xy: float) -> Task:
+    """DenseCRF forward + backward on a whole batch on ``backend`` (build included)."""
+    loss = DenseCRFLoss(sigma_rgb=SIGMA_RGB, sigma_xy=sigma_xy, backend=backend)
+
+    def task(watch: Stopwatch, rep: int) -> None:
+        leaf = probs.clone().requires_grad_()
+        synchronize(images.device)
+        with watch.section(f"{name} energy"):
+            loss.energy(images, leaf).backward()
+            synchronize(images.device)
+
+    return task
+
+
+def resident_bytes(field: str) -> int:
+    """VmRSS / VmHWM of this process, bytes (Linux)."""
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(field + ":"))
+    return int(line.split()[1]) * 1024
+
+
+def peak_memory_mib(fn: Callable[[], object], device: torch.device) -> float:
+    """Peak memory fn() takes above what was in use before, MiB: CUDA's allocator statistics on a
+    GPU; on the host the resident-set high-water mark (reset first), so run it before other work
+    leaves freed memory for fn to reuse."""
+    if device.type == "cuda":
+        synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current resident set
+    before = resident_bytes("VmRSS")
+    fn()
+    return (resident_bytes("VmHWM") - before) / 2**20
+
+
+def backend_batch(paths: Sequence[Path], device: torch.device) -> tuple[Tensor, Tensor]:
+    """The 12 x 21 x 257^2 batch (images, probs) on ``device``."""
+    images = batch_of(torch.cat([load_image(p, (257, 257)) for p in paths]), BATCH)
+    return images.to(device), smooth_probs(BATCH, 257, 257, seed=258).to(device)
+
+
+def memory_rows(paths: Sequence[Path], device: torch.device) -> list[Row]:
+    """Peak memory of the torch back-end on the 12 x 21 x 257^2 batch: build, filter_and_transpose of
+    21 channels, DenseCRF forward + backward (build included)."""
+    images, probs = backend_batch(paths, device)
+    shape = f"{BATCH}x{K}x257x257"
+    kept = bilateral_affinity(images, SIGMA_RGB, SIGMA_XY[257], "torch")
+    tables = [kept.offsets, kept.weights, kept.neighbors]
+    kept_mib = sum(t.numel() * t.element_size() for t in tables) / 2**20
+    loss = DenseCRFLoss(sigma_rgb=SIGMA_RGB, sigma_xy=SIGMA_XY[257], backend="torch")
+    peaks = {
+        "build": peak_memory_mib(lambda: bilateral_affinity(images, SIGMA_RGB, SIGMA_XY[257], "torch"), device),
+        "filter_and_transpose (21 channels)": peak_memory_mib(lambda: kept.filter_and_transpose(probs), device),
+        "DenseCRF fwd + bwd": peak_memory_mib(
+            lambda: loss.energy(images, probs.clone().requires_grad_()).backward(), device
+        ),
+    }
+    rows = [Row(f"torch back-end memory on {device.type}, batch of {shape}: lattice kept", f"{kept_mib:.0f} MiB")]
+    rows += [Row(f"torch back-end memory on {device.type}, batch of {shape}: {k} peak", f"{v:.0f} MiB") for k, v in peaks.items()]
+    return rows
+
+
+def backend_rows(paths: Sequence[Path], device: torch.device, reps: int) -> list[Row]:
+    """The torch back-end on ``device`` (ours column) against the Numba back-end on the host (peer
+    column), inputs on ``device`` (so the Numba side pays its host copies on a GPU)."""
+    where = f"torch on {device.type} vs numba on the host"
+    images = torch.cat([load_image(p, (513, 513)) for p in paths]).to(device)
+    probs = smooth_probs(len(paths), 513, 513, seed=513).to(device)
+    tasks = [backend_per_image(b, b, images, probs, SIGMA_XY[513]) for b in ("torch", "numba")]
+    single = measure(tasks, reps)["wall"]
+    batch_images, batch_probs = backend_batch(paths, device)
+    tasks = [backend_batch_energy(b, b, batch_images, batch_probs, SIGMA_XY[257]) for b in ("torch", "numba")]
+    batch = measure(tasks, reps)["wall"]
+    gpu_target = 10.0 if device.type == "cuda" else None
+    return [
+        speed_row(f"513x513 build, {where}", single, lambda t: t["torch build"], lambda t: t["numba build"]),
+        speed_row(f"513x513 filter, 21 channels, {where}", single, lambda t: t["torch filter"],
+                  lambda t: t["numba filter"]),
+        speed_row(f"513x513 build + filter, {where}", single, lambda t: t["torch build"] + t["torch filter"],
+                  lambda t: t["numba build"] + t["numba filter"]),
+        speed_row(f"DenseCRF fwd + bwd, batch of {BATCH}x{K}x257x257, {where}", batch,
+                  lambda t: t["torch energy"], lambda t: t["numba energy"], max_ms=gpu_target),
+    ]  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- table
@@ -407,7 +524,7 @@ def filtered_on_real_images(paths: Sequence[Path], sigma_xy: float) -> dict[str,
         shape = image.shape[2:]
         g = torch.Generator().manual_seed(index)
         values = torch.cat([torch.ones(1, 1, *shape), 0.1 + torch.rand(1, 3, *shape, generator=g)], 1)
-        exact = exact_bilateral_filter(image, values.double(), SIGMA_RGB, sigma)[0].flatten(1).numpy()
+        exact = bilateral_filter(image, values.double(), SIGMA_RGB, sigma, backend="exact")[0].flatten(1).numpy()
         ours = bilateral_filter(image, values, SIGMA_RGB, sigma)[0].flatten(1).double().numpy()
         peer = peer_raw_filter(image, values[0].flatten(1).numpy(), sigma, 1.0 / float(exact.max()))
         for who, out in (("exact", exact), ("ours", ours), ("peer", peer)):
@@ -481,7 +598,7 @@ of the per-repetition ratios. Targets are judged on wall time; the CPU-time tabl
 `time.process_time`) shows the same per-image work without the time other processes took from us
 on this shared machine.
 
-- **ours build**: `PermutohedralLattice.from_images` (RGBXY features from the float image, input
+- **ours build**: `bilateral_affinity(image, 15, sigma_xy, "numba")` (RGBXY features from the float image, input
   checks, lattice); "of which the Numba kernel" times `kernels.build_lattice` alone on features
   computed beforehand; the difference is the torch/Python layer.
   **ours filter**: `lattice.filter` of the (1, 21, H, W) probabilities (host copies included).
@@ -508,7 +625,12 @@ on this shared machine.
 - **accuracy**: real images downsampled 4x (antialiased, about 125x94), sigma_rgb 15, sigma_xy / 4;
   values all ones (1 channel) or uniform 0.1–1.1 (3 channels); pooled over the images. Ours is
   `bilateral_filter` (float32); the peer is pydensecrf2's raw unnormalized lattice filter (read out
-  of an inference step); the reference is `exact_bilateral_filter` in float64.
+  of an inference step); the reference is `bilateral_filter(..., backend="exact")` in float64.
+- **back-ends**: the ours column is the torch lattice (`backend="torch"`) on the device named, the
+  peer column the Numba lattice (`backend="numba"`) with the same inputs (on a GPU it copies them to
+  the host and its results back, as training would); all threads for both (lattice and torch).
+  Memory: CUDA allocator peaks on a GPU; on the host the growth of the resident set's high-water
+  mark, measured first in the process ("lattice kept": its per-point and vertex tables).
 """
 
 
@@ -563,8 +685,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run(paths: Sequence[Path], image_reps: int, batch_reps: int) -> dict[str, list[Row]]:
-    """All measurements, as titled tables."""
+def run(paths: Sequence[Path], image_reps: int, batch_reps: int, memory: list[Row]) -> dict[str, list[Row]]:
+    """All measurements, as titled tables (``memory``: rows measured before anything else)."""
     torch.set_flush_denormal(True)
     wall: list[Row] = []
     cpu: list[Row] = []
@@ -577,11 +699,24 @@ def run(paths: Sequence[Path], image_reps: int, batch_reps: int) -> dict[str, li
     progress("batches")
     wall += accuracy_rows(paths)
     progress("accuracy")
-    return {"Speed (wall time) and accuracy": wall, "Per-image speed in CPU time (time.process_time)": cpu}
+    set_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    backends = backend_rows(paths, torch.device("cpu"), batch_reps)
+    if torch.cuda.is_available():
+        backends += backend_rows(paths, torch.device("cuda"), batch_reps)
+    progress("back-ends")
+    return {
+        "Speed (wall time) and accuracy": wall,
+        "Per-image speed in CPU time (time.process_time)": cpu,
+        "Back-ends: the torch lattice against the Numba lattice (all threads)": memory + backends,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    paths = sorted(DATA.glob("*.jpg"))[: 2 if args.quick else None]
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    memory = [row for device in devices for row in memory_rows(paths, device)]  # before other work
+    progress("memory")
     allocator = keep_freed_memory()
     header = [
         f"command: `python benchmarks/lattice.py{' --quick' if args.quick else ''}`",
@@ -592,10 +727,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"load average (1 / 5 / 15 min) at start: {load_average()}",
         f"glibc keeps freed memory (rloss.allocator.keep_freed_memory, as the rloss command does): {allocator}",
     ]
-    paths = sorted(DATA.glob("*.jpg"))[: 2 if args.quick else None]
     image_reps = args.reps or (2 if args.quick else 2 * len(paths))
     batch_reps = args.reps or (2 if args.quick else 7)
-    tables = run(paths, image_reps, batch_reps)
+    tables = run(paths, image_reps, batch_reps, memory)
     header += [
         f"load average at end: {load_average()}",
         f"repetitions: {image_reps} per image (one image each, {len(paths)} images), {batch_reps} per batch row",
