@@ -11,6 +11,7 @@ from rloss.losses import partial_cross_entropy
 from rloss.regularizers import (
     REGISTRY,
     DenseCRFLoss,
+    GatedCRFLoss,
     NormalizedCutLoss,
     SizeLoss,
     build_regularizer,
@@ -128,7 +129,7 @@ def test_densecrf_scale_factor_downsamples_and_scales_sigma() -> None:
     torch.testing.assert_close(half, manual)
 
 
-@pytest.mark.parametrize("cls", [DenseCRFLoss, NormalizedCutLoss, SizeLoss])
+@pytest.mark.parametrize("cls", [DenseCRFLoss, NormalizedCutLoss, GatedCRFLoss, SizeLoss])
 @pytest.mark.parametrize("shape", [(1, 1), (1, 9), (7, 1)])
 def test_edge_cases_no_nan(cls, shape) -> None:
     image = torch.full((1, 3, *shape), 77.0)
@@ -151,7 +152,7 @@ def test_single_class_crf_energy_is_zero() -> None:
     assert float(NormalizedCutLoss().energy(image, probs)) == pytest.approx(0.0, abs=1e-6)
 
 
-@pytest.mark.parametrize("cls", [DenseCRFLoss, NormalizedCutLoss, SizeLoss])
+@pytest.mark.parametrize("cls", [DenseCRFLoss, NormalizedCutLoss, GatedCRFLoss, SizeLoss])
 def test_dtype_and_batch_mean(cls) -> None:
     images = torch.cat([random_blocks_image(10, 10, s) for s in range(2)])
     probs = soft_masks(2, 3, 10, 10, seed=4, dtype=torch.float32)
@@ -177,7 +178,7 @@ def test_dtype_and_batch_mean(cls) -> None:
         (torch.ones(1, 3, 6, 6, dtype=torch.long), None, "floating-point"),
     ],
 )
-@pytest.mark.parametrize("cls", [DenseCRFLoss, NormalizedCutLoss, SizeLoss])
+@pytest.mark.parametrize("cls", [DenseCRFLoss, NormalizedCutLoss, GatedCRFLoss, SizeLoss])
 def test_bad_probs_are_named(cls, probs, roi, message) -> None:
     image = torch.rand(1, 3, 6, 6) * 255
     with pytest.raises(ValueError, match=message):
@@ -197,13 +198,13 @@ def test_bad_images_and_settings_are_named(cls) -> None:
 
 
 def test_registry_builds_by_name_and_weights() -> None:
-    assert set(REGISTRY) == {"densecrf", "ncut", "size"}
+    assert set(REGISTRY) == {"densecrf", "gatedcrf", "ncut", "size"}
     image = random_blocks_image(8, 8, 2)
     probs = soft_masks(1, 3, 8, 8, 5, torch.float32)
     crf = build_regularizer("densecrf", weight=3.0, sigma_xy=5.0)
     assert isinstance(crf, DenseCRFLoss)
     torch.testing.assert_close(crf(image, probs), 3.0 * crf.energy(image, probs))
-    with pytest.raises(ValueError, match="densecrf, ncut, size"):
+    with pytest.raises(ValueError, match="densecrf, gatedcrf, ncut, size"):
         build_regularizer("potts")
 
 

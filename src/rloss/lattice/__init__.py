@@ -1,5 +1,6 @@
-"""Dense Gaussian (bilateral) affinities behind one interface: the Numba permutohedral lattice (host),
-a torch permutohedral lattice (any device) and the exact brute-force reference."""
+"""Gaussian (bilateral) affinities behind one interface: the dense ones (the Numba permutohedral
+lattice on the host, a torch permutohedral lattice on any device, the exact brute-force reference)
+and the local-window one of the gated CRF loss."""
 
 from rloss.lattice.backends import (
     BACKEND_NAMES,
@@ -13,6 +14,7 @@ from rloss.lattice.backends import (
 from rloss.lattice.base import Affinity
 from rloss.lattice.exact import ExactAffinity, exact_gaussian_filter
 from rloss.lattice.features import bilateral_features
+from rloss.lattice.local_window import LocalWindowAffinity
 from rloss.lattice.numba_lattice import NumbaLattice, get_num_threads, set_num_threads
 from rloss.lattice.torch_lattice import TorchLattice
 
@@ -21,6 +23,7 @@ __all__ = [
     "BACKENDS",
     "BACKEND_NAMES",
     "ExactAffinity",
+    "LocalWindowAffinity",
     "NumbaLattice",
     "TorchLattice",
     "bilateral_affinity",

@@ -6,11 +6,13 @@ from typing import Any
 
 from rloss.regularizers.base import Regularizer
 from rloss.regularizers.densecrf import DenseCRFLoss
+from rloss.regularizers.gatedcrf import GatedCRFLoss
 from rloss.regularizers.ncut import NormalizedCutLoss
 from rloss.regularizers.size import SizeLoss
 
 REGISTRY: dict[str, type[Regularizer]] = {
     "densecrf": DenseCRFLoss,
+    "gatedcrf": GatedCRFLoss,
     "ncut": NormalizedCutLoss,
     "size": SizeLoss,
 }
@@ -30,6 +32,7 @@ def build_regularizer(name: str, **kwargs: Any) -> Regularizer:
 __all__ = [
     "REGISTRY",
     "DenseCRFLoss",
+    "GatedCRFLoss",
     "NormalizedCutLoss",
     "Regularizer",
     "SizeLoss",

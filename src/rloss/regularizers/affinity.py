@@ -55,30 +55,24 @@ def affinity_quadratic_forms(affinity: Affinity, probs: Tensor, roi: Tensor) -> 
 
 
 class AffinityRegularizer(Regularizer):
-    """Base of the losses built on an affinity W and its quadratic forms (DenseCRF, normalized cut).
+    """Base of the losses built on an affinity W and its quadratic forms (DenseCRF, normalized cut,
+    gated CRF). Subclasses build the affinity (:meth:`affinity_of`) and combine a, q (:meth:`combine`).
 
-    ``scale_factor < 1`` first downsamples images (nearest), probs (bilinear) and ROI (nearest), and
-    scales sigma_xy by the same factor, as the original rloss code does. ``backend`` chooses the
-    affinity (:data:`rloss.lattice.BACKEND_NAMES`): "auto" is the Numba lattice for CPU tensors and
-    the torch lattice on any other device; "exact" is the brute-force W (small images).
-    Subclasses implement :meth:`combine`.
+    ``scale_factor < 1`` first downsamples images (``image_downsampling``), probs (bilinear) and ROI
+    (nearest), and scales sigma_xy by the same factor, as the original rloss code does: sigma_xy is
+    in pixels of the input.
     """
 
-    def __init__(
-        self,
-        weight: float = 1.0,
-        sigma_rgb: float = 15.0,
-        sigma_xy: float = 100.0,
-        scale_factor: float = 1.0,
-        backend: str = "auto",
-    ) -> None:
+    image_downsampling: str = "nearest"
+    """F.interpolate mode for the images at scale_factor < 1."""
+
+    def __init__(self, weight: float = 1.0, sigma_rgb: float = 15.0, sigma_xy: float = 100.0, scale_factor: float = 1.0) -> None:
         super().__init__(weight)
         self.sigma_rgb = check_positive(sigma_rgb, "sigma_rgb")
         self.sigma_xy = check_positive(sigma_xy, "sigma_xy")
         self.scale_factor = check_positive(scale_factor, "scale_factor")
         if self.scale_factor > 1.0:
             raise ValueError(f"scale_factor must be in (0, 1], got {scale_factor}")
-        self.backend = check_backend(backend)
 
     def working_size(self, size: tuple[int, int]) -> tuple[int, int]:
         """(h, w) the energy is computed at for inputs of (H, W)."""
@@ -90,8 +84,13 @@ class AffinityRegularizer(Regularizer):
         """The affinity of images (B, 3, H, W) RGB 0..255 at the working resolution."""
         size = self.working_size(tuple(images.shape[-2:]))
         if size != tuple(images.shape[-2:]):
-            images = F.interpolate(images.float(), size=size, mode="nearest")
-        return bilateral_affinity(images, self.sigma_rgb, self.sigma_xy * self.scale_factor, self.backend)
+            images = F.interpolate(images.float(), size=size, mode=self.image_downsampling)
+        return self.affinity_of(images)
+
+    def affinity_of(self, images: Tensor) -> Affinity:
+        """The affinity of images already at the working resolution (sigma_xy in their pixels:
+        ``self.sigma_xy * self.scale_factor``)."""
+        raise NotImplementedError
 
     def energy(
         self, images: Tensor, probs: Tensor, roi: Tensor | None = None, labels: Tensor | None = None
@@ -126,5 +125,36 @@ class AffinityRegularizer(Regularizer):
     def extra_repr(self) -> str:
         return (
             f"weight={self.weight:g}, sigma_rgb={self.sigma_rgb:g}, sigma_xy={self.sigma_xy:g}, "
-            f"scale_factor={self.scale_factor:g}, backend={self.backend!r}"
+            f"scale_factor={self.scale_factor:g}"
         )
+
+
+class DenseAffinityRegularizer(AffinityRegularizer):
+    """An :class:`AffinityRegularizer` on the dense RGBXY affinity of every pixel pair. ``backend``
+    chooses how W is computed (:data:`rloss.lattice.BACKEND_NAMES`): "auto" is the Numba lattice for
+    CPU tensors and the torch lattice on any other device; "exact" is the brute-force W (small images).
+    """
+
+    def __init__(
+        self,
+        weight: float = 1.0,
+        sigma_rgb: float = 15.0,
+        sigma_xy: float = 100.0,
+        scale_factor: float = 1.0,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__(weight, sigma_rgb, sigma_xy, scale_factor)
+        self.backend = check_backend(backend)
+
+    def affinity_of(self, images: Tensor) -> Affinity:
+        return bilateral_affinity(images, self.sigma_rgb, self.sigma_xy * self.scale_factor, self.backend)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, backend={self.backend!r}"
+
+
+def potts_energy(a: Tensor, q: Tensor, roi: Tensor) -> Tensor:
+    """Relaxed Potts energy sum_k (a_k - q_k) = sum_k S_k^T W (1 - S_k) per ROI pixel, mean over the
+    batch: a, q (B, K) float64, roi (B, h, w). Images without ROI pixels contribute 0."""
+    n_roi = roi.flatten(1).sum(1).clamp(min=1).to(a)
+    return ((a - q).sum(1) / n_roi).mean()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from rloss.regularizers.affinity import AffinityRegularizer
+from rloss.regularizers.affinity import DenseAffinityRegularizer, potts_energy
 
 
-class DenseCRFLoss(AffinityRegularizer):
+class DenseCRFLoss(DenseAffinityRegularizer):
     """Mean over images of sum_k S_k^T W (1 - S_k) / n_roi, non-negative.
 
     1 is the ROI indicator (pixels outside the ROI have S = 0); n_roi counts ROI pixels at the
@@ -17,10 +17,9 @@ class DenseCRFLoss(AffinityRegularizer):
     same for every class, so after the softmax the gradients agree. For the original 2e-9 at
     scale_factor 0.5 on 513x513 crops (257x257 = 66,049 pixels) this is about 7e-5.
 
-    Arguments (see :class:`AffinityRegularizer`): weight, sigma_rgb=15, sigma_xy=100 (pixels of the
+    Arguments (see :class:`DenseAffinityRegularizer`): weight, sigma_rgb=15, sigma_xy=100 (pixels of the
     input), scale_factor=1.0, backend="auto".
     """
 
     def combine(self, a: Tensor, q: Tensor, roi: Tensor) -> Tensor:
-        n_roi = roi.flatten(1).sum(1).clamp(min=1).to(a)
-        return ((a - q).sum(1) / n_roi).mean()
+        return potts_energy(a, q, roi)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from rloss.regularizers.affinity import AffinityRegularizer
+from rloss.regularizers.affinity import DenseAffinityRegularizer
 
 
-class NormalizedCutLoss(AffinityRegularizer):
+class NormalizedCutLoss(DenseAffinityRegularizer):
     """Mean over images of sum_k S_k^T W (1 - S_k) / (d^T S_k + eps), d = W 1 (ROI degree).
 
     Each class term lies in [0, 1]; ``eps`` guards classes with (almost) no mass.
