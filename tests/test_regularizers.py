@@ -106,7 +106,7 @@ def test_size_loss_known_values() -> None:
     scribbles = SizeLoss(source="scribbles", lower=0.0, upper=1.0)
     assert float(scribbles.energy(image, probs, labels=labels)) == pytest.approx(1.0 + 0.3**2)
     bounds = torch.tensor([[[0.0, 1.0], [0.0, 1.0], [0.0, 1.0]]])
-    assert float(fixed.energy(image, probs, bounds=bounds)) == 0.0
+    assert float(fixed.energy_with_bounds(image, probs, None, bounds)) == 0.0
 
 
 def test_size_loss_gradient_and_roi() -> None:
@@ -263,3 +263,16 @@ def test_cuda_inputs_give_cuda_gradients(cls) -> None:
     cpu_value.backward()
     torch.testing.assert_close(value.cpu(), cpu_value, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(logits.grad.cpu(), cpu_logits.grad, rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", list(REGISTRY.values()))
+def test_every_regularizer_is_keyed_by_its_declared_name_and_checks_its_weight(cls) -> None:
+    assert REGISTRY[cls.name] is cls and build_regularizer(cls.name).weight == cls().weight
+    for bad in (float("nan"), float("inf"), -1e-3):
+        with pytest.raises(ValueError, match="weight must be a finite number >= 0"):
+            cls(weight=bad)
+    image = random_blocks_image(6, 6, 0)
+    labels = torch.full((1, 6, 6), 255)
+    labels[0, 0, 0] = 1
+    value = cls(weight=2.0)(image, soft_masks(1, 3, 6, 6, 0, torch.float32), None, labels)  # one signature for all
+    assert torch.isfinite(value) and float(value) >= 0

@@ -11,11 +11,9 @@ from rloss.regularizers.ncut import NormalizedCutLoss
 from rloss.regularizers.size import SizeLoss
 
 REGISTRY: dict[str, type[Regularizer]] = {
-    "densecrf": DenseCRFLoss,
-    "gatedcrf": GatedCRFLoss,
-    "ncut": NormalizedCutLoss,
-    "size": SizeLoss,
+    cls.name: cls for cls in (DenseCRFLoss, GatedCRFLoss, NormalizedCutLoss, SizeLoss)
 }
+"""Short name (declared on each class as ``name``) -> regularizer class."""
 
 
 def build_regularizer(name: str, **kwargs: Any) -> Regularizer:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from typing import ClassVar
 
 from torch import Tensor, nn
 
@@ -22,9 +24,15 @@ class Regularizer(nn.Module):
       used by regularizers that need them (size bounds from scribbles or tags).
     """
 
+    name: ClassVar[str]
+    """Short name in :data:`rloss.regularizers.REGISTRY` (``rloss propagate --regularizer NAME``)."""
+
     def __init__(self, weight: float = 1.0) -> None:
         super().__init__()
-        self.weight = float(weight)
+        weight = float(weight)
+        if not (math.isfinite(weight) and weight >= 0.0):
+            raise ValueError(f"weight must be a finite number >= 0, got {weight}")
+        self.weight = weight
 
     def energy(
         self, images: Tensor, probs: Tensor, roi: Tensor | None = None, labels: Tensor | None = None
@@ -33,21 +41,16 @@ class Regularizer(nn.Module):
         raise NotImplementedError
 
     def forward(
-        self,
-        images: Tensor,
-        probs: Tensor,
-        roi: Tensor | None = None,
-        labels: Tensor | None = None,
-        **extra: Tensor,
+        self, images: Tensor, probs: Tensor, roi: Tensor | None = None, labels: Tensor | None = None
     ) -> Tensor:
-        """``weight * energy(...)``; ``extra`` keyword inputs go to regularizers that take them."""
-        return self.weight * self.energy(images, probs, roi, labels, **extra)
+        """``weight * energy(images, probs, roi, labels)``."""
+        return self.weight * self.energy(images, probs, roi, labels)
 
     def bind(self, images: Tensor) -> Callable[..., Tensor]:
         """``forward`` with ``images`` fixed: ``bind(images)(probs, roi, labels)``. For repeated calls
         on the same images (per-image optimization, ``rloss propagate``): regularizers that need an
         image-dependent structure (the affinity) build it once here instead of at every call."""
-        return lambda probs, roi=None, labels=None, **extra: self.forward(images, probs, roi, labels, **extra)
+        return lambda probs, roi=None, labels=None: self.forward(images, probs, roi, labels)
 
     @staticmethod
     def prepare_inputs(images: Tensor, probs: Tensor, roi: Tensor | None) -> tuple[Tensor, Tensor]:

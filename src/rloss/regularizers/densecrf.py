@@ -21,5 +21,7 @@ class DenseCRFLoss(DenseAffinityRegularizer):
     input), scale_factor=1.0, backend="auto".
     """
 
+    name = "densecrf"
+
     def combine(self, a: Tensor, q: Tensor, roi: Tensor) -> Tensor:
         return potts_energy(a, q, roi)

@@ -24,6 +24,8 @@ class GatedCRFLoss(AffinityRegularizer):
     unchanged for equal-size crops (ours divides per image, then averages).
     """
 
+    name = "gatedcrf"
+
     image_downsampling = "area"
 
     def __init__(

@@ -13,6 +13,8 @@ class NormalizedCutLoss(DenseAffinityRegularizer):
     Each class term lies in [0, 1]; ``eps`` guards classes with (almost) no mass.
     """
 
+    name = "ncut"
+
     def __init__(
         self,
         weight: float = 1.0,

@@ -25,8 +25,10 @@ class SizeLoss(Regularizer):
       with that class.
     - ``"fixed"``: [lower_k, upper_k] for every image (``lower``/``upper`` one value or K values).
 
-    ``energy(..., bounds=...)`` takes per-image bounds (B, K, 2) directly instead.
+    :meth:`energy_with_bounds` takes per-image bounds (B, K, 2) directly instead.
     """
+
+    name = "size"
 
     def __init__(
         self,
@@ -78,18 +80,19 @@ class SizeLoss(Regularizer):
         return torch.stack((low, torch.maximum(low, high)), -1)
 
     def energy(
-        self,
-        images: Tensor,
-        probs: Tensor,
-        roi: Tensor | None = None,
-        labels: Tensor | None = None,
-        bounds: Tensor | None = None,
+        self, images: Tensor, probs: Tensor, roi: Tensor | None = None, labels: Tensor | None = None
     ) -> Tensor:
         probs, roi = self.prepare_inputs(images, probs, roi)
+        return self._penalty(probs, roi, self.bounds_for(labels, roi, probs.shape[1]))
+
+    def energy_with_bounds(self, images: Tensor, probs: Tensor, roi: Tensor | None, bounds: Tensor) -> Tensor:
+        """The energy with per-image bounds (B, K, 2) fractions [a_k, b_k] instead of the source's."""
+        probs, roi = self.prepare_inputs(images, probs, roi)
+        return self._penalty(probs, roi, bounds)
+
+    def _penalty(self, probs: Tensor, roi: Tensor, bounds: Tensor) -> Tensor:
         batch, num_classes = probs.shape[:2]
-        if bounds is None:
-            bounds = self.bounds_for(labels, roi, num_classes)
-        elif tuple(bounds.shape) != (batch, num_classes, 2):
+        if tuple(bounds.shape) != (batch, num_classes, 2):
             raise ValueError(f"bounds must have shape (B, K, 2) = {(batch, num_classes, 2)}, got {tuple(bounds.shape)}")
         n_roi = roi.flatten(1).sum(1).clamp(min=1).double()
         sizes = probs.double().flatten(2).sum(2) / n_roi[:, None]  # (B, K) fractions
