@@ -84,3 +84,16 @@ def test_predict_with_crf_postprocess(voc_root: Path, tmp_path: Path, monkeypatc
     for i, (h, w) in enumerate(sizes):
         with Image.open(tmp_path / "masks" / f"p{i}.png") as mask:
             assert mask.mode == "P" and mask.size == (w, h)
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_postprocessing_lowers_the_energy_and_keeps_miou(noisy_scene, backend: str) -> None:
+    from torchmetrics.functional.classification import multiclass_jaccard_index
+
+    image, probs, labels = noisy_scene
+    crf = DenseCRF(sxy_app=20.0, backend=backend)
+    refined = crf(image, probs)
+    assert float(crf.energy(image, probs, refined.argmax(1))) < float(crf.energy(image, probs, probs.argmax(1)))
+    before = multiclass_jaccard_index(probs.argmax(1), labels, num_classes=2)
+    after = multiclass_jaccard_index(refined.argmax(1), labels, num_classes=2)
+    assert float(after) >= float(before) + 0.1, (float(before), float(after))
