@@ -51,7 +51,7 @@ from rloss.allocator import keep_freed_memory
 from rloss.lattice import bilateral_affinity, bilateral_features, bilateral_filter
 from rloss.lattice.geometry import elevation_scales, key_fields
 from rloss.lattice.numba_lattice import numba_kernels
-from rloss.regularizers.densecrf import DenseCRFLoss
+from rloss.regularizers import DenseCRFLoss, GatedCRFLoss, Regularizer
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
@@ -327,9 +327,8 @@ def backend_per_image(name: str, backend: str, images: Tensor, probs: Tensor, si
     return task
 
 
-def backend_batch_energy(name: str, backend: str, images: Tensor, probs: Tensor, sigma_xy: float) -> Task:
-    """DenseCRF forward + backward on a whole batch on ``backend`` (build included)."""
-    loss = DenseCRFLoss(sigma_rgb=SIGMA_RGB, sigma_xy=sigma_xy, backend=backend)
+def loss_task(name: str, loss: Regularizer, images: Tensor, probs: Tensor) -> Task:
+    """A regularizer's energy forward + backward on a whole batch (affinity build included)."""
 
     def task(watch: Stopwatch, rep: int) -> None:
         leaf = probs.clone().requires_grad_()
@@ -400,7 +399,14 @@ def backend_rows(paths: Sequence[Path], device: torch.device, reps: int) -> list
     tasks = [backend_per_image(b, b, images, probs, SIGMA_XY[513]) for b in ("torch", "numba")]
     single = measure(tasks, reps)["wall"]
     batch_images, batch_probs = backend_batch(paths, device)
-    tasks = [backend_batch_energy(b, b, batch_images, batch_probs, SIGMA_XY[257]) for b in ("torch", "numba")]
+    tasks = [
+        loss_task(b, DenseCRFLoss(sigma_rgb=SIGMA_RGB, sigma_xy=SIGMA_XY[257], backend=b), batch_images, batch_probs)
+        for b in ("torch", "numba")
+    ]
+    # the gated CRF at its recipe's resolution (1/4 of a 513 crop) and its settings there
+    small_images, small_probs = (F.interpolate(x, size=(129, 129), mode="area") for x in (batch_images, batch_probs))
+    gated = GatedCRFLoss(sigma_xy=6.0, radius=5, scale_factor=1.0)
+    tasks.append(loss_task("gatedcrf", gated, small_images, small_probs))
     batch = measure(tasks, reps)["wall"]
     gpu_target = 10.0 if device.type == "cuda" else None
     return [
@@ -411,6 +417,9 @@ def backend_rows(paths: Sequence[Path], device: torch.device, reps: int) -> list
                   lambda t: t["numba build"] + t["numba filter"]),
         speed_row(f"DenseCRF fwd + bwd, batch of {BATCH}x{K}x257x257, {where}", batch,
                   lambda t: t["torch energy"], lambda t: t["numba energy"], max_ms=gpu_target),
+        speed_row(f"gated CRF fwd + bwd (radius 5), batch of {BATCH}x{K}x129x129 on {device.type}, vs DenseCRF "
+                  f"on {BATCH}x{K}x257x257 (auto back-end)", batch, lambda t: t["gatedcrf energy"],
+                  lambda t: t[("numba" if device.type == "cpu" else "torch") + " energy"]),
     ]  # fmt: skip
 
 
@@ -631,6 +640,9 @@ on this shared machine.
   the host and its results back, as training would); all threads for both (lattice and torch).
   Memory: CUDA allocator peaks on a GPU; on the host the growth of the resident set's high-water
   mark, measured first in the process ("lattice kept": its per-point and vertex tables).
+  The gated CRF row: `GatedCRFLoss(sigma_xy=6, radius=5, scale_factor=1)` forward + backward on the batch
+  area-downsampled to 129x129 (the paper computes it at 1/4 of the crop), against DenseCRF on the 257x257
+  batch with the back-end `auto` picks on that device.
 """
 
 
