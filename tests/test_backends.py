@@ -228,16 +228,25 @@ class _GradientProbe(pl.Callback):
         self.steps.append(bool(grads) and all(g.dtype == p.dtype and torch.isfinite(g).all() for p, g in grads))
 
 
+PRECISIONS = [
+    pytest.param("cpu", "bf16-mixed", id="cpu-bf16"),
+    pytest.param("gpu", "bf16-mixed", id="cuda-bf16", marks=CUDA),
+    pytest.param("gpu", "16-mixed", id="cuda-fp16", marks=CUDA),
+]
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+@pytest.mark.parametrize(("accelerator", "precision"), PRECISIONS)
 @pytest.mark.parametrize("backend", list(BACKENDS))
-def test_bf16_mixed_fit_with_every_regularizer(backend: str, voc_root, tmp_path) -> None:
+def test_mixed_precision_fit_with_every_regularizer(backend: str, accelerator: str, precision: str, voc_root, tmp_path) -> None:
     from rloss.data.voc import VOCScribbleDataModule
     from rloss.models import ScribbleSegmentation
-    from rloss.regularizers import SizeLoss
+    from rloss.regularizers import GatedCRFLoss, SizeLoss
 
     regularizers = [
         DenseCRFLoss(weight=1e-2, sigma_xy=10.0, backend=backend),
         NormalizedCutLoss(weight=1e-2, sigma_xy=10.0, scale_factor=0.5, backend=backend),
+        GatedCRFLoss(weight=1e-2, sigma_xy=4.0, radius=2, scale_factor=1.0),
         SizeLoss(weight=1e-2),
     ]
     model = ScribbleSegmentation(
@@ -246,7 +255,7 @@ def test_bf16_mixed_fit_with_every_regularizer(backend: str, voc_root, tmp_path)
     data = VOCScribbleDataModule(str(voc_root), crop_size=32, batch_size=2, num_workers=0)
     probe = _GradientProbe()
     trainer = pl.Trainer(
-        accelerator="cpu", devices=1, precision="bf16-mixed", max_steps=2, limit_val_batches=0, logger=False,
+        accelerator=accelerator, devices=1, precision=precision, max_steps=2, limit_val_batches=0, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         callbacks=[probe], default_root_dir=tmp_path,
     )
