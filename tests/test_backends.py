@@ -262,3 +262,26 @@ def test_mixed_precision_fit_with_every_regularizer(backend: str, accelerator: s
     trainer.fit(model, data)
     assert probe.steps == [True, True]
     assert all(torch.isfinite(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/"))
+
+
+@CUDA
+def test_cuda_torch_lattice_synchronises_once_per_build_and_never_per_filter() -> None:
+    import warnings
+
+    image = load_image("2007_000323", 4).cuda()
+    features = bilateral_features(image, 15.0, 25.0, torch.float32)
+    h, w = image.shape[2:]
+    bounds = ([0.0] * 5, [(w - 1) / 25.0, (h - 1) / 25.0] + [255 / 15.0] * 3)
+    values = torch.rand(1, 21, h * w, device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            affinity = TorchLattice(features, bounds)
+            built = len(caught)
+            affinity.filter_and_transpose(values)
+            affinity.filter(values, transpose=True)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert built <= 1 and len(caught) == built, [str(w.message) for w in caught]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -22,6 +23,12 @@ from rloss.lattice.geometry import NORMALIZATION, elevation_scales, key_fields
 
 KEY_BITS: int = 63
 """Bits of a packed key (int64, non-negative): lattice coordinates plus the image index."""
+
+
+def constant(values: Sequence[float] | np.ndarray, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A small host-made tensor on ``device`` without a host synchronisation (a blocking copy to a GPU
+    would wait for its queue; from pageable memory a non-blocking one is staged at once)."""
+    return torch.as_tensor(np.asarray(values), dtype=dtype).to(device, non_blocking=True)
 
 
 class TorchLattice(Affinity):
@@ -56,7 +63,7 @@ class TorchLattice(Affinity):
             )
 
         # Elevation onto the plane sum(x) = 0 of R^(d+1), in float64 (ranks must match the Numba kernel's).
-        cf = features.detach().to(torch.float64) * torch.tensor(elevation_scales(d), dtype=torch.float64, device=device)
+        cf = features.detach().to(torch.float64) * constant(elevation_scales(d), torch.float64, device)
         suffix = cf.flip(-1).cumsum(-1).flip(-1)  # sum_{i >= j} cf_i, summed from the last as the kernel does
         steps = torch.arange(1, d1, dtype=torch.float64, device=device)
         tail = torch.cat((suffix[..., 1:], torch.zeros_like(suffix[..., :1])), -1)
@@ -85,9 +92,9 @@ class TorchLattice(Affinity):
 
         # Packed keys of the d+1 simplex corners: corner r has coordinates rem0 + r, minus d+1 where
         # rank >= d+1-r (first d coordinates; the last is implied).
-        multiplier = torch.tensor([1 << s for s in shifts[:d]], dtype=torch.int64, device=device)
+        multiplier = constant([1 << s for s in shifts[:d]], torch.int64, device)
         image_index = torch.arange(batch, device=device, dtype=torch.int64)[:, None] << shifts[d]
-        base = ((rem0[..., :d] - torch.as_tensor(coord_lo, device=device)) * multiplier).sum(-1) + image_index
+        base = ((rem0[..., :d] - constant(coord_lo, torch.int64, device)) * multiplier).sum(-1) + image_index
         ones = int(multiplier.sum())
         rank = rank[..., :d]
         keys = torch.stack(
@@ -99,7 +106,7 @@ class TorchLattice(Affinity):
         del keys, inverse
 
         # Blur neighbours: along direction j the coordinates -1 (+1), except coordinate j: +d (-d).
-        step = torch.tensor([d1 << s for s in shifts[:d]] + [0], dtype=torch.int64, device=device) - ones
+        step = constant([d1 << s for s in shifts[:d]] + [0], torch.int64, device) - ones
         candidates = torch.stack((vertex_keys + step[:, None], vertex_keys - step[:, None]), 1)  # (d+1, 2, M)
         position = torch.searchsorted(vertex_keys, candidates).clamp_(max=vertex_keys.numel() - 1)
         found = torch.where(vertex_keys[position] == candidates, position + 1, 0)
