@@ -1,16 +1,16 @@
 """``rloss demo`` (``make demo``): the paper's protocol on the synthetic data, on CPU, in minutes.
 
-Runs six trainings through the Lightning CLI with the configs of ``configs/demo/`` (a tiny CNN on
+Runs seven trainings through the Lightning CLI with the configs of ``configs/demo/`` (a tiny CNN on
 64x64 synthetic images with ~3% of pixels scribbled):
 
 1. ``pce`` phase 1: partial cross-entropy on the scribbles (``base.yaml + pce.yaml``);
 2. phase 2, each fine-tuned from the phase-1 weights (``--model.init_weights``) for the same steps
    (``finetune.yaml``): pCE alone (the fair baseline: as many steps as the others), pCE + DenseCRF,
-   pCE + normalized cut, pCE + size constraint;
+   pCE + normalized cut, pCE + gated CRF, pCE + size constraint;
 3. ``full``: cross-entropy on the full masks for phases 1 + 2 steps (``full.yaml``).
 
 Prints a table (validation mIoU and seconds per run), writes ``<output>/results.json`` (mIoU in %,
-keys ``pce``, ``pce+densecrf``, ``pce+ncut``, ``pce+size``, ``full``; ``pce`` is the phase-2 pCE
+keys ``pce``, ``pce+densecrf``, ``pce+ncut``, ``pce+gatedcrf``, ``pce+size``, ``full``; ``pce`` is the phase-2 pCE
 run), ``<output>/predictions.png`` (image / scribbles / pCE / pCE+DenseCRF / ground truth of a few
 validation images), CSV logs under ``<output>/logs`` and checkpoints under ``<output>/<run>/``.
 
@@ -28,6 +28,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 from pathlib import Path
 
 import torch
@@ -38,31 +39,36 @@ from rloss.atomic import atomic_path, write_text_atomic
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "demo"
 """``configs/demo`` of the source tree (the package is installed editable)."""
 
-RESULT_KEYS: tuple[str, ...] = ("pce", "pce+densecrf", "pce+ncut", "pce+size", "full")
-PANEL_COLUMNS: tuple[str, ...] = ("image", "scribbles", "pCE", "pCE + DenseCRF", "ground truth")
+Phase = Literal["phase1", "phase2", "both"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Run:
-    """One training: its name (output folder), config files and whether it starts from phase 1."""
+    """One training, described by data: ``name`` (output folder and log name), ``label`` (table row),
+    ``configs`` (files of the config folder, composed in order), ``phase``: "phase1" (from scratch,
+    phase-1 steps; its last checkpoint starts the phase-2 runs), "phase2" (fine-tunes the phase-1
+    weights for the phase-2 steps) or "both" (from scratch for phase 1 + 2 steps); ``result``: its
+    key in results.json (None: not reported); ``panel``: its column title in predictions.png."""
 
     name: str
     label: str
     configs: tuple[str, ...]
-    finetune: bool
+    phase: Phase
+    result: str | None = None
+    panel: str | None = None
 
 
 RUNS: tuple[Run, ...] = (
-    Run("pce_phase1", "pCE, phase 1", ("base.yaml", "pce.yaml"), False),
-    Run("pce", "pCE (phase 1 + continued)", ("base.yaml", "pce.yaml", "finetune.yaml"), True),
-    Run("densecrf", "pCE + DenseCRF", ("base.yaml", "finetune.yaml", "densecrf.yaml"), True),
-    Run("ncut", "pCE + normalized cut", ("base.yaml", "finetune.yaml", "ncut.yaml"), True),
-    Run("size", "pCE + size", ("base.yaml", "finetune.yaml", "size.yaml"), True),
-    Run("full", "full supervision", ("base.yaml", "full.yaml"), False),
+    Run("pce_phase1", "pCE, phase 1", ("base.yaml", "pce.yaml"), "phase1"),
+    Run("pce", "pCE (phase 1 + continued)", ("base.yaml", "pce.yaml", "finetune.yaml"), "phase2", "pce", "pCE"),
+    Run("densecrf", "pCE + DenseCRF", ("base.yaml", "finetune.yaml", "densecrf.yaml"), "phase2", "pce+densecrf",
+        "pCE + DenseCRF"),
+    Run("ncut", "pCE + normalized cut", ("base.yaml", "finetune.yaml", "ncut.yaml"), "phase2", "pce+ncut"),
+    Run("gatedcrf", "pCE + gated CRF", ("base.yaml", "finetune.yaml", "gatedcrf.yaml"), "phase2", "pce+gatedcrf"),
+    Run("size", "pCE + size", ("base.yaml", "finetune.yaml", "size.yaml"), "phase2", "pce+size"),
+    Run("full", "full supervision", ("base.yaml", "full.yaml"), "both", "full"),
 )
-RESULT_RUNS: dict[str, str] = {
-    "pce": "pce", "pce+densecrf": "densecrf", "pce+ncut": "ncut", "pce+size": "size", "full": "full"
-}
+RESULT_KEYS: tuple[str, ...] = tuple(run.result for run in RUNS if run.result)
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -114,12 +120,12 @@ def cli_args(run: Run, args: argparse.Namespace, output: Path, phase1: Path | No
             argv.append(f"--data.init_args.{key}={value}")
     if args.quick:
         argv += ["--data.init_args.batch_size=4", "--data.init_args.num_test=2", "--trainer.log_every_n_steps=1"]
-    if run.finetune:
+    if run.phase == "phase2":
         assert phase1 is not None
         argv.append(f"--model.init_weights={phase1}")
         if args.finetune_steps is not None:
             argv.append(f"--trainer.max_steps={args.finetune_steps}")
-    elif run.name == "full":
+    elif run.phase == "both":
         if args.steps is not None or args.finetune_steps is not None:
             argv.append(f"--trainer.max_steps={total_steps(args)}")
     elif args.steps is not None:
@@ -246,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_demo(args: argparse.Namespace, output: Path) -> int:
-    """The six trainings, the table, results.json and predictions.png."""
+    """The trainings of RUNS, the table, results.json and predictions.png."""
     start = time.perf_counter()
     rows: list[tuple[str, str, float, float]] = []
     results: dict[str, float] = {}
@@ -256,15 +262,14 @@ def run_demo(args: argparse.Namespace, output: Path) -> int:
     for run in RUNS:
         print(f"\n=== rloss demo: {run.label} ({' + '.join(run.configs)}) ===", flush=True)
         cli, miou, seconds = train(run, args, output, phase1)
-        if run.name == "pce_phase1":
+        if run.phase == "phase1":
             phase1 = last_checkpoint(cli)
-        key = next((k for k, v in RESULT_RUNS.items() if v == run.name), "")
-        if key:
-            results[key] = round(miou, 2)
-        if run.name in ("pce", "densecrf"):
-            models["pCE" if run.name == "pce" else "pCE + DenseCRF"] = cli.model
+        if run.result:
+            results[run.result] = round(miou, 2)
+        if run.panel:
+            models[run.panel] = cli.model
         datamodule = cli.datamodule
-        rows.append((run.label, key or "-", miou, seconds))
+        rows.append((run.label, run.result or "-", miou, seconds))
         print(f"=== {run.label}: val mIoU {miou:.1f}% in {seconds:.0f} s ===", flush=True)
 
     write_json(output / "results.json", {key: results[key] for key in RESULT_KEYS})
