@@ -60,9 +60,8 @@ def test_validation_scores_whole_images_padded_to_the_batch(voc_root: Path) -> N
 
 
 def test_missing_root_names_path_layout_and_prepare_command(tmp_path: Path) -> None:
-    dm = datamodule(tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError) as info:
-        dm.setup("fit")
+        datamodule(tmp_path / "nowhere")  # at construction: before the model fetches weights
     message = str(info.value)
     assert str(tmp_path / "nowhere") in message and "SegmentationClassAug" in message
     assert f"rloss data prepare --root {tmp_path / 'nowhere'}" in message
@@ -88,16 +87,19 @@ def test_missing_split_list_is_named(tmp_path: Path) -> None:
     ("label", "match"),
     [(np.full((10, 10), IGNORE_INDEX, np.uint8), "differs from its image"), (None, "class id 30")],
 )
-def test_bad_scribble_png_names_file_and_value(tmp_path: Path, label: np.ndarray | None, match: str) -> None:
+@pytest.mark.parametrize("verify", [True, False], ids=["verified_at_setup", "named_during_training"])
+def test_bad_scribble_png_names_file_and_value(
+    tmp_path: Path, label: np.ndarray | None, match: str, verify: bool
+) -> None:
     root = make_voc_tree(tmp_path, num_train=1, num_val=1)
     path = root / SCRIBBLE_DIR / "2007_000000.png"
     if label is None:
         label = np.array(Image.open(path))
         label[0, 0] = 30
     save_label(label, path)
-    dm = datamodule(root)
-    dm.setup("fit")
+    dm = datamodule(root, verify=verify)
     with pytest.raises(ValueError, match=match) as info:
+        dm.setup("fit")
         dm.train_dataset[0]
     assert str(path) in str(info.value)
 

@@ -22,10 +22,28 @@ def current_umask() -> int:
     return mask
 
 
+def temp_files(folder: str | Path, suffix: str = "") -> list[Path]:
+    """The temporary files :func:`atomic_path` creates in ``folder`` for targets ending in ``suffix``
+    (left behind only when the process was killed while writing)."""
+    return sorted(Path(folder).glob(f".*.tmp{suffix}"))
+
+
+def fsync_path(path: Path) -> None:
+    """Flush ``path`` (a file or a folder) to the storage device."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, durable: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path`` in one rename, on
-    error it is removed. The file gets the usual permissions (0666 less the umask)."""
+    error it is removed. The file gets the usual permissions (0666 less the umask).
+
+    ``durable``: fsync the file before the rename and the folder after it, so that the new
+    content survives a power loss or a node failure (checkpoints)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
@@ -34,7 +52,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~current_umask())
+        if durable:
+            fsync_path(tmp)
         os.replace(tmp, path)
+        if durable:
+            fsync_path(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -1,28 +1,35 @@
 """``rloss`` command line: Lightning CLI (fit/validate/test/predict) plus tool subcommands.
 
 ``rloss data prepare ...``, ``rloss propagate ...`` and ``rloss demo ...`` go to their own
-modules; every other command line goes to :class:`RLossCLI`.
+modules; every other command line goes to :class:`RLossCLI`. Input errors of any of them are
+reported as one ``rloss: error:`` line, exit code 2 (:mod:`rloss.errors`).
 """
 
 from __future__ import annotations
 
+import logging
 import netrc
 import os
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib import import_module
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 from urllib.parse import urlparse
 
 import torch
+from lightning_utilities.core import rank_zero
+from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from rloss.allocator import keep_freed_memory
 from rloss.callbacks import ImagePanels, MaskWriter
+from rloss.checkpoints import LastCheckpoint, checkpoint_problem, newest_usable_checkpoint, use_atomic_checkpoint_io
 from rloss.data.base import SegmentationDataModule
+from rloss.errors import EXIT_USER_ERROR, UserError, debug_mode, is_user_error, one_line, print_error
 from rloss.models import ScribbleSegmentation
 from rloss.regularizers import REGISTRY
 
@@ -32,6 +39,26 @@ TOOLS: dict[tuple[str, ...], str] = {
     ("demo",): "rloss.demo",
 }
 """Leading words of a command line -> module whose ``main(argv)`` handles the rest."""
+
+COMMANDS: dict[str, str] = {
+    "fit": "train a model (pCE + regularizers) on scribbles",
+    "validate": "mIoU of a checkpoint on the validation split",
+    "test": "mIoU of a checkpoint on the test split (optionally with CRF post-processing)",
+    "predict": "write palette PNG masks of a folder of images",
+    "propagate": "scribbles -> dense mask of one image (or folder) by per-image optimization",
+    "demo": "the paper's protocol on synthetic data, on CPU, in minutes",
+    "data prepare": "download, verify and convert VOC2012 + SBD + ScribbleSup scribbles",
+}
+"""Every ``rloss`` subcommand with its one-line summary (``rloss --help``)."""
+
+NOISE_WARNINGS: tuple[str, ...] = (
+    # Lightning 2.6 on torch >= 2.10 tests isinstance(x, LeafSpec) on every run
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    # ``args`` given while sys.argv holds another command's words (rloss demo, pytest) is intended
+    "LightningCLI's args parameter is intended",
+)
+NOISE_LOG_WORDS: tuple[str, ...] = ("litlogger", "litmodels")
+"""Lightning's advertising tips (one per run) contain these words; other messages are kept."""
 
 WANDB_LOGGER = "pytorch_lightning.loggers.WandbLogger"
 
@@ -49,26 +76,58 @@ def wandb_logged_in() -> bool:
 
 def checkpoint_run_id(path: Path) -> str | None:
     """The W&B run id stored in a checkpoint by ScribbleSegmentation.on_save_checkpoint."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # noqa: BLE001 - any unpickling failure: the run id is only a convenience
+        raise UserError(f"--ckpt_path {path}: cannot read the checkpoint ({one_line(error)})") from error
     return checkpoint.get("wandb_run_id")
 
 
+def checked_ckpt_path(ckpt_path: str | None, dirpath: str | None) -> str | None:
+    """``--ckpt_path`` made concrete and checked: ``last`` = the newest usable checkpoint of
+    ``dirpath`` (corrupt ones moved aside; None when there is none yet, a fresh run), a local file
+    must exist and load; other values (``best``, URLs, ``last`` without a dirpath) go to Lightning."""
+    if not ckpt_path:
+        return ckpt_path
+    if ckpt_path == "last":
+        if dirpath is None:
+            return ckpt_path
+        path = newest_usable_checkpoint(Path(dirpath))
+        return str(path) if path is not None else None
+    if ckpt_path in ("best", "hpc", "registry") or "://" in ckpt_path:
+        return ckpt_path
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise UserError(f"--ckpt_path {path}: no such checkpoint file", "pass a .ckpt file written by rloss fit")
+    if problem := checkpoint_problem(path):
+        raise UserError(f"--ckpt_path {path}: the checkpoint is {problem}", "pass another checkpoint")
+    return ckpt_path
+
+
 class RLossArgumentParser(LightningArgumentParser):
-    """Argument parser whose errors about ``model.regularizers`` list the registered ones."""
+    """Argument parser whose errors are one ``rloss: error:`` line plus a hint (the registered
+    regularizers for errors about ``model.regularizers``, else where to find the options), exit 2.
+    ``RLOSS_DEBUG=1`` keeps jsonargparse's full report."""
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if "regularizers" in message:
             names = ", ".join(f"{cls.__name__} ({name})" for name, cls in sorted(REGISTRY.items()))
-            message = (
-                f"{message}\nregistered regularizers: {names}; "
+            hint = (
+                f"registered regularizers: {names}; "
                 "use class_path: rloss.regularizers.<ClassName> or the class name"
             )
-        super().error(message, ex)
+        else:
+            hint = f"run '{self.prog.replace(' [options]', '')} --help' for the options"
+        if not self.exit_on_error or debug_mode():
+            super().error(f"{message}\n{hint}", ex)
+        print_error(one_line(message), hint)
+        sys.exit(EXIT_USER_ERROR)
 
 
 class RLossCLI(LightningCLI):
-    """LightningCLI with rloss defaults: W&B logger (offline unless logged in), best-mIoU and
-    last checkpoints, W&B image panels, PNG mask writer for predict, num_classes linked."""
+    """LightningCLI with rloss defaults: W&B logger (offline unless logged in), best-mIoU checkpoints,
+    a ``last.ckpt`` on its own schedule (:class:`rloss.checkpoints.LastCheckpoint`), checkpoints
+    written atomically, W&B image panels, PNG mask writer for predict, num_classes linked."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
@@ -78,12 +137,13 @@ class RLossCLI(LightningCLI):
             {
                 "checkpoint.monitor": "val/mIoU",
                 "checkpoint.mode": "max",
-                "checkpoint.save_last": True,
+                "checkpoint.save_last": False,  # LastCheckpoint writes last.ckpt without waiting for the monitor
                 "checkpoint.filename": "best-epoch{epoch}-step{step}",
                 "checkpoint.auto_insert_metric_name": False,
                 "trainer.logger": {"class_path": WANDB_LOGGER, "init_args": {"project": "rloss", "save_dir": "outputs"}},
             }
         )
+        parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
         parser.add_lightning_class_args(ImagePanels, "panels")
         parser.add_lightning_class_args(MaskWriter, "predict_writer")
 
@@ -92,30 +152,55 @@ class RLossCLI(LightningCLI):
         if config.trainer.fast_dev_run:
             # ModelCheckpoint.on_train_end writes last.ckpt even under fast_dev_run (Lightning 2.6).
             config.checkpoint.save_last = False
+        if config.get("ckpt_path") == "last":  # other values were checked by _parse_ckpt_path
+            config.ckpt_path = checked_ckpt_path("last", config.checkpoint.dirpath)
         logger = config.trainer.logger
         if not (logger and getattr(logger, "class_path", None) == WANDB_LOGGER):
             return
         if "WANDB_MODE" not in os.environ and not wandb_logged_in():
             os.environ["WANDB_MODE"] = "offline"
-        ckpt_path = config.get("ckpt_path")
-        if self.subcommand == "fit" and ckpt_path and logger.init_args.get("id") is None:
-            path = self._resolve_ckpt_path(ckpt_path, config.checkpoint.dirpath)
-            if path is not None and (run_id := checkpoint_run_id(path)):
+        path = Path(config.ckpt_path) if config.ckpt_path else None
+        if self.subcommand == "fit" and path and path.is_file() and logger.init_args.get("id") is None:
+            if run_id := checkpoint_run_id(path):
                 logger.init_args.id = run_id
 
-    @staticmethod
-    def _resolve_ckpt_path(ckpt_path: str, dirpath: str | None) -> Path | None:
-        """The file ``--ckpt_path`` names: a path, or ``last`` = ``<checkpoint.dirpath>/last.ckpt``."""
-        if ckpt_path == "last":
-            return Path(dirpath) / "last.ckpt" if dirpath and (Path(dirpath) / "last.ckpt").is_file() else None
-        return Path(ckpt_path) if Path(ckpt_path).is_file() else None
+    def _parse_ckpt_path(self) -> None:
+        """Check an explicit ``--ckpt_path FILE`` before Lightning reads its hyperparameters."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and ckpt_path != "last":
+            checked_ckpt_path(ckpt_path, None)
+        super()._parse_ckpt_path()
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The Trainer, saving checkpoints atomically in their folder (:class:`AtomicCheckpointIO`)."""
+        trainer = super().instantiate_trainer(**kwargs)
+        use_atomic_checkpoint_io(trainer)
+        return trainer
+
+
+def drop_noise(record: logging.LogRecord) -> bool:
+    """logging filter: False for Lightning's advertising tips (:data:`NOISE_LOG_WORDS`)."""
+    return not any(word in str(record.msg) for word in NOISE_LOG_WORDS)
+
+
+@contextmanager
+def third_party_noise_filtered() -> Iterator[None]:
+    """Hide the known third-party messages printed on every run (:data:`NOISE_WARNINGS`, the tips)."""
+    log = rank_zero.log
+    log.addFilter(drop_noise)
+    try:
+        with warnings.catch_warnings():
+            for message in NOISE_WARNINGS:
+                warnings.filterwarnings("ignore", message=message)
+            yield
+    finally:
+        log.removeFilter(drop_noise)
 
 
 def run_cli(args: list[str] | None = None) -> RLossCLI:
     """Run the Lightning CLI on ``args`` (default: sys.argv[1:]) and return it."""
-    with warnings.catch_warnings():
-        # ``args`` given while sys.argv holds another command's words (rloss demo, pytest) is intended
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+    with third_party_noise_filtered():
         return RLossCLI(
             ScribbleSegmentation,
             SegmentationDataModule,
@@ -126,13 +211,37 @@ def run_cli(args: list[str] | None = None) -> RLossCLI:
         )
 
 
-def main(args: list[str] | None = None) -> int | None:
-    """Entry point of ``rloss`` and ``python -m rloss``; returns the tool's exit status."""
-    argv = list(sys.argv[1:] if args is None else args)
-    keep_freed_memory()
+def usage() -> str:
+    """``rloss --help``: every subcommand with its one-line summary."""
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {summary}" for name, summary in COMMANDS.items()]
+    return "\n".join(
+        ["usage: rloss <command> [options]", "", "commands:", *lines, "",
+         "run 'rloss <command> --help' for the options of a command; RLOSS_DEBUG=1 shows tracebacks"]
+    )
+
+
+def dispatch(argv: list[str]) -> int | None:
+    """Run the command line ``argv``: a tool's ``main`` or the Lightning CLI; returns the exit status."""
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage(), file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else EXIT_USER_ERROR
     for words, module in TOOLS.items():
         if tuple(argv[: len(words)]) == words:
             tool: Callable[[list[str]], int | None] = import_module(module).main
             return tool(argv[len(words) :])
     run_cli(argv)
     return None
+
+
+def main(args: list[str] | None = None) -> int | None:
+    """Entry point of ``rloss`` and ``python -m rloss``; returns the exit status. Input errors (see
+    :func:`rloss.errors.is_user_error`) print one line and return 2; others raise."""
+    argv = list(sys.argv[1:] if args is None else args)
+    keep_freed_memory()
+    try:
+        return dispatch(argv)
+    except Exception as error:
+        if debug_mode() or not is_user_error(error):
+            raise
+        return print_error(str(error), getattr(error, "hint", None))

@@ -25,9 +25,22 @@ from rloss.data.transforms import pad_collate
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
+def load_image(path: Path) -> Image.Image:
+    """Open and fully decode an image file. ValueError naming the file when it cannot be decoded
+    (truncated, corrupt, not an image); FileNotFoundError when it is missing."""
+    try:
+        image = Image.open(path)
+        image.load()
+    except FileNotFoundError:
+        raise
+    except (OSError, SyntaxError) as error:  # PIL: UnidentifiedImageError, truncated data, bad chunks
+        raise ValueError(f"{path}: cannot decode the image ({error}); expected a valid image file") from error
+    return image
+
+
 def read_image(path: Path) -> Tensor:
     """Read an image file as float32 (3,H,W) RGB in 0..255."""
-    with Image.open(path) as img:
+    with load_image(path) as img:
         array = np.asarray(img.convert("RGB"), dtype=np.float32)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
@@ -39,7 +52,7 @@ def read_label(path: Path, num_classes: int, size: Sequence[int]) -> Tensor:
     differs from ``size`` = (H, W) of its image, or when it holds a class id >= num_classes
     other than 254/255.
     """
-    with Image.open(path) as img:
+    with load_image(path) as img:
         if img.mode not in ("L", "P"):
             raise ValueError(
                 f"{path}: label PNG has mode {img.mode!r}; expected a single-channel 'P' or 'L' "

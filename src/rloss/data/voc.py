@@ -13,8 +13,10 @@ from torchvision.transforms import v2
 from rloss.data.base import SegmentationDataModule, read_image, read_label
 from rloss.data.constants import IGNORE_INDEX, SCRIBBLE_DIR, VOC_CLASSES, VOC_DIR
 from rloss.data.transforms import apply_transform, train_transform
+from rloss.data.verify import problems_error, verify_samples
 
-
+CACHE_DIR = ".rloss-cache"
+"""Folder under the dataset root for the per-split verification cache and problem lists."""
 
 def layout_help(root: Path, scribble_dir: Path) -> str:
     """The expected directory layout under ``root`` and the command that prepares it."""
@@ -77,6 +79,10 @@ class VOCScribbleDataset(Dataset):
             paths["scribble"] = self.scribble_dir / f"{name}.png"
         return paths
 
+    def samples(self) -> dict[str, dict[str, Path]]:
+        """Each listed name -> its files (image, mask, scribble)."""
+        return {name: self._paths(name) for name in self.names}
+
     def __len__(self) -> int:
         return len(self.names)
 
@@ -104,7 +110,13 @@ class VOCScribbleDataModule(SegmentationDataModule):
         crop_size: training crop (the paper: 513).
         scale_range: random scale factors of the training images.
         train_split, val_split, test_split: list names in ``ImageSets/Segmentation``.
+        verify: before training (or evaluating), decode every listed image, label and scribble once
+            and check their sizes and values, reporting every bad file; the good ones are cached
+            in ``<root>/.rloss-cache`` so a second run starts at once. False skips the check.
         Others: see :class:`SegmentationDataModule`.
+
+    The root is checked at construction (before the model fetches pretrained weights) unless
+    ``predict_dir`` is set: predict needs no dataset.
     """
 
     def __init__(
@@ -116,6 +128,7 @@ class VOCScribbleDataModule(SegmentationDataModule):
         train_split: str = "train_aug",
         val_split: str = "val",
         test_split: str = "val",
+        verify: bool = True,
         batch_size: int = 12,
         val_batch_size: int = 1,
         num_workers: int = 4,
@@ -131,6 +144,9 @@ class VOCScribbleDataModule(SegmentationDataModule):
         self.train_split = train_split
         self.val_split = val_split
         self.test_split = test_split
+        self.verify = verify
+        if predict_dir is None:
+            self._check_root()
 
     def _check_root(self) -> None:
         if not (self.root / VOC_DIR).is_dir():
@@ -149,8 +165,20 @@ class VOCScribbleDataModule(SegmentationDataModule):
             return
         self._check_root()
         if stage == "fit":
-            self.train_dataset = self._dataset(self.train_split, train=True)
+            self.train_dataset = self._verified(self.train_split, self._dataset(self.train_split, train=True))
         if stage in ("fit", "validate"):
-            self.val_dataset = self._dataset(self.val_split)
+            self.val_dataset = self._verified(self.val_split, self._dataset(self.val_split))
         if stage == "test":
-            self.test_dataset = self._dataset(self.test_split)
+            self.test_dataset = self._verified(self.test_split, self._dataset(self.test_split))
+
+    def _verified(self, split: str, dataset: VOCScribbleDataset) -> VOCScribbleDataset:
+        """``dataset`` once every file of it is checked (``verify``); UserError listing the bad ones."""
+        if self.verify:
+            cache = self.root / CACHE_DIR
+            kind = "train" if dataset.scribble_dir is not None else "eval"
+            problems = verify_samples(
+                dataset.samples(), self.num_classes, cache / f"verified-{split}-{kind}.json", f"checking {split}"
+            )
+            if problems:
+                raise problems_error(problems, f"split {split!r} of {self.root}", cache / f"problems-{split}.txt")
+        return dataset

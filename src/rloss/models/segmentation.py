@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardInd
 from rloss.crf import DenseCRF
 from rloss.data.constants import IGNORE_INDEX, PAD_INDEX
 from rloss.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from rloss.errors import NonFiniteLossError
 from rloss.losses import partial_cross_entropy
 from rloss.models.backbones import build_backbone
 from rloss.regularizers import Regularizer
@@ -137,17 +139,35 @@ class ScribbleSegmentation(pl.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         images = batch["image"]
         logits = self(images)
-        terms = {"pce": partial_cross_entropy(logits, batch[self.target_key])}
+        # float32 under any precision: half-precision log-softmax overflows to inf (16-true)
+        terms = {"pce": partial_cross_entropy(logits.float(), batch[self.target_key])}
         if len(self.regularizers):
             probs = logits.float().softmax(dim=1)
             roi = batch["mask"] != PAD_INDEX
             for name, regularizer in zip(self.term_names, self.regularizers):
                 terms[name] = regularizer(images, probs, roi, batch["scribble"])
-        loss = torch.stack([t.float() for t in terms.values()]).sum()
+        values = torch.stack([t.float() for t in terms.values()])
+        self.check_finite(terms, values)
+        loss = values.sum()
         batch_size = images.shape[0]
         self.log_dict({f"train/loss_{k}": v for k, v in terms.items()}, batch_size=batch_size)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         return loss
+
+    def check_finite(self, terms: dict[str, Tensor], values: Tensor) -> None:
+        """Stop the run, before backward and the optimizer step, when a loss term is NaN or inf
+        (on any process): NonFiniteLossError naming the term and the step."""
+        bad = bool((~torch.isfinite(values)).any())
+        if self._trainer is not None:  # all processes stop together
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if not bad:
+            return
+        found = [f"{name} = {value:g}" for name, value in zip(terms, values.tolist()) if not math.isfinite(value)]
+        raise NonFiniteLossError(
+            f"non-finite loss at training step {self.global_step}: {', '.join(found) or 'on another process'}; "
+            "stopped before the weights were updated (checkpoints kept)",
+            "lower model.lr or the regularizer's weight, or train in 32-true / bf16-mixed precision",
+        )
 
     def _evaluate(self, batch: dict[str, Any], stage: str) -> None:
         logits = self(batch["image"])

@@ -68,8 +68,14 @@ class SizeLoss(Regularizer):
             raise ValueError(f"labels must have shape (B, H, W) = {tuple(roi.shape)}, got {tuple(labels.shape)}")
         labels = labels.to(roi.device).long()
         valid = (labels != IGNORE_INDEX) & (labels != PAD_INDEX) & roi
+        bad = valid & ((labels < 0) | (labels >= num_classes))
+        if bad.any():
+            raise ValueError(
+                f"labels hold class id {int(labels[bad][0])}; expected 0..{num_classes - 1} (K={num_classes} "
+                f"classes of probs), {PAD_INDEX} (padding) or {IGNORE_INDEX} (unlabeled)"
+            )
         onehot = torch.zeros(batch, num_classes, dtype=torch.float64, device=roi.device)
-        ids = torch.where(valid, labels, 0).clamp(0, num_classes - 1).flatten(1)
+        ids = torch.where(valid, labels, 0).flatten(1)
         onehot.scatter_add_(1, ids, valid.flatten(1).double())
         present = onehot > 0
         low = torch.where(present, lower.expand(batch, -1), 0.0)
