@@ -29,7 +29,7 @@ from rloss.allocator import keep_freed_memory
 from rloss.callbacks import ImagePanels, MaskWriter
 from rloss.checkpoints import LastCheckpoint, checkpoint_problem, newest_usable_checkpoint, use_atomic_checkpoint_io
 from rloss.data.base import SegmentationDataModule
-from rloss.errors import EXIT_USER_ERROR, UserError, debug_mode, is_user_error, one_line, print_error
+from rloss.errors import EXIT_USER_ERROR, UserError, debug_mode, one_line, print_error, user_error
 from rloss.models import ScribbleSegmentation
 from rloss.regularizers import REGISTRY
 
@@ -236,12 +236,13 @@ def dispatch(argv: list[str]) -> int | None:
 
 def main(args: list[str] | None = None) -> int | None:
     """Entry point of ``rloss`` and ``python -m rloss``; returns the exit status. Input errors (see
-    :func:`rloss.errors.is_user_error`) print one line and return 2; others raise."""
+    :func:`rloss.errors.user_error`) print one line and return 2; others raise."""
     argv = list(sys.argv[1:] if args is None else args)
     keep_freed_memory()
     try:
         return dispatch(argv)
     except Exception as error:
-        if debug_mode() or not is_user_error(error):
+        reported = user_error(error)
+        if debug_mode() or reported is None:
             raise
-        return print_error(str(error), getattr(error, "hint", None))
+        return print_error(str(reported), getattr(reported, "hint", None))

@@ -47,11 +47,17 @@ def raised_by_rloss(error: BaseException) -> bool:
     return Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(PACKAGE_DIR)
 
 
-def is_user_error(error: BaseException) -> bool:
-    """A UserError, or a ValueError / FileNotFoundError raised by one of rloss's input checks."""
-    return isinstance(error, UserError) or (
-        isinstance(error, (ValueError, FileNotFoundError)) and raised_by_rloss(error)
-    )
+def user_error(error: BaseException) -> BaseException | None:
+    """The input error that ``error`` is or was raised from (``raise ... from``: jsonargparse wraps
+    errors of a class's ``__init__``): a UserError, or a ValueError / FileNotFoundError raised by one
+    of rloss's input checks. None for internal errors."""
+    while error is not None:
+        if isinstance(error, UserError) or (
+            isinstance(error, (ValueError, FileNotFoundError)) and raised_by_rloss(error)
+        ):
+            return error
+        error = error.__cause__
+    return None
 
 
 def print_error(message: str, hint: str | None = None) -> int:

@@ -35,6 +35,7 @@ from rloss.data.archives import UnknownArchiveError, UnsafeArchiveError, safe_ex
 from rloss.data.constants import IGNORE_INDEX, SCRIBBLE_DIR, VOC_CLASSES, VOC_DIR
 from rloss.data.download import Checksum, ChecksumError, DownloadError, download, file_digest, verify
 from rloss.data.scribbles import ScribbleFormatError, convert_scribble_xml, save_png
+from rloss.errors import ArgumentParser, print_error
 
 EXPECTED_SPLIT_SIZES = {"train_aug": 10_582, "val": 1_449}
 """Split sizes produced by the official archives."""
@@ -332,7 +333,7 @@ def _name_value(text: str) -> tuple[str, str]:
 
 def build_parser() -> argparse.ArgumentParser:
     names = ", ".join(f"{spec.name} ({spec.filename})" for spec in ARCHIVES)
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="rloss data prepare",
         description="Download, verify and convert PASCAL VOC2012 + SBD (train_aug) + ScribbleSup scribbles.",
         epilog=f"Archive names: {names}. Checksums are verified whatever the URL, so mirrors are safe, "
@@ -360,8 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         report = prepare(args.root, archives, args.from_dir)
     except (PrepareError, ChecksumError, DownloadError, UnsafeArchiveError, UnknownArchiveError,
             ScribbleFormatError) as error:
-        print(f"rloss data prepare: error: {error}", file=sys.stderr)
-        return 1
+        print_error(f"data prepare: {error}")
+        return 1  # the data could not be prepared (exit 2 is for a bad command line)
     print(report.render())
     return 0
 

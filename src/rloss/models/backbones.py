@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-import torch.nn.functional as F
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import VGG16_Weights, segmentation
 from torchvision.models.vgg import cfgs, make_layers
+
+from rloss.models.pretrained import backbone_weights, check_hugging_face, check_torch_hub, download_errors
 
 TORCHVISION_MODELS: dict[str, Callable[..., nn.Module]] = {
     "deeplabv3_resnet50": segmentation.deeplabv3_resnet50,
@@ -22,6 +24,8 @@ LARGEFOV = "deeplab_largefov"
 TINY = "tiny"
 DEEPLABV3PLUS_PREFIX = "deeplabv3plus_"
 """``deeplabv3plus_<encoder>`` = smp DeepLabV3Plus on any smp encoder (mobilenet_v2, resnet101...)."""
+SMP_WEIGHT_FILES = ("config.json", "model.safetensors")
+"""The Hugging Face files smp downloads for an encoder's pretrained weights."""
 
 
 class SegmentationNet(nn.Module):
@@ -147,13 +151,19 @@ def build_backbone(name: str, num_classes: int, weights_backbone: str | None = "
     """
     if name in TORCHVISION_MODELS:
         weights = "DEFAULT" if weights_backbone == "imagenet" else weights_backbone
-        model = TORCHVISION_MODELS[name](
-            weights=None, weights_backbone=weights, num_classes=num_classes, aux_loss=False
-        )
+        if weights is not None:
+            check_torch_hub(name, backbone_weights(TORCHVISION_MODELS[name], weights))
+        with download_errors(name):
+            model = TORCHVISION_MODELS[name](
+                weights=None, weights_backbone=weights, num_classes=num_classes, aux_loss=False
+            )
         return SegmentationNet(model, ("backbone.",))
     if name == LARGEFOV:
         weights = "DEFAULT" if weights_backbone == "imagenet" else weights_backbone
-        return SegmentationNet(DeepLabLargeFOV(num_classes, weights), ("features.", "fc."))
+        if weights is not None:
+            check_torch_hub(name, VGG16_Weights.verify(weights))
+        with download_errors(name):
+            return SegmentationNet(DeepLabLargeFOV(num_classes, weights), ("features.", "fc."))
     if name == TINY:
         return SegmentationNet(TinyNet(num_classes), ("stem.", "context."))
     if name.startswith(DEEPLABV3PLUS_PREFIX):
@@ -165,9 +175,13 @@ def build_backbone(name: str, num_classes: int, weights_backbone: str | None = "
                 f"backbone {name!r}: unknown smp encoder {encoder!r}; "
                 f"e.g. mobilenet_v2, resnet50, resnet101 (see smp.encoders.get_encoder_names())"
             )
-        model = smp.DeepLabV3Plus(
-            encoder_name=encoder, encoder_weights=weights_backbone, classes=num_classes, encoder_output_stride=16
-        )
+        settings = smp.encoders.encoders.get(encoder, {}).get("pretrained_settings", {}).get(weights_backbone)
+        if settings is not None:
+            check_hugging_face(name, settings["repo_id"], settings["revision"], SMP_WEIGHT_FILES)
+        with download_errors(name):
+            model = smp.DeepLabV3Plus(
+                encoder_name=encoder, encoder_weights=weights_backbone, classes=num_classes, encoder_output_stride=16
+            )
         return SegmentationNet(model, ("encoder.",), size_divisor=model.encoder.output_stride)
     raise ValueError(f"unknown backbone {name!r}; expected one of: {', '.join(backbone_names())}")
 
