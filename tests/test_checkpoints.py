@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from pytorch_lightning import Trainer
 
 from rloss.atomic import temp_files
 from rloss.checkpoints import checkpoint_files, newest_usable_checkpoint
@@ -135,3 +136,19 @@ def test_resume_skips_a_truncated_last_ckpt(
     with pytest.warns(UserWarning, match="last.ckpt is unreadable"):
         assert main(demo_fit("--trainer.max_steps", "4", *steps, "--ckpt_path", "last")) is None
     assert start_steps == [2] and (folder / "last.ckpt.corrupt").is_file()
+
+
+def test_last_checkpoint_on_a_time_schedule_removes_stale_temp_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "ckpt").mkdir()
+    stale = tmp_path / "ckpt" / ".last.ckpt.abc123.tmp.ckpt"  # what a killed write leaves
+    stale.write_bytes(b"partial")
+    saved: list[int] = []
+    original = Trainer.save_checkpoint
+    monkeypatch.setattr(Trainer, "save_checkpoint", lambda self, path, *a, **k: saved.append(self.global_step)
+                        or original(self, path, *a, **k))
+    args = ("--last_checkpoint.every_n_train_steps", "0", "--last_checkpoint.every_minutes", "1e-9")
+    assert main(demo_fit("--trainer.max_steps", "3", *args)) is None
+    assert saved == [1, 2, 3]  # every step (the time is always up), nothing more at the end
+    assert not stale.exists()
