@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from rloss.data.constants import IGNORE_INDEX
 from rloss.data.synthetic import SYNTHETIC_CLASSES, SyntheticScribbleDataset
+from rloss.metrics import class_iou, mean_iou
 from rloss.models.backbones import build_backbone
 
 NUM_CLASSES = len(SYNTHETIC_CLASSES)
@@ -43,15 +44,6 @@ def load_split(num_images: int, size: int, seed: int, split: str) -> tuple[Tenso
     dataset = SyntheticScribbleDataset(num_images, size, seed, split)
     items = [dataset[i] for i in range(num_images)]
     return tuple(torch.stack([item[key] for item in items]) for key in ("image", "scribble", "mask"))
-
-
-def miou(pred: Tensor, target: Tensor) -> tuple[float, list[float]]:
-    """Dataset-level mIoU (%) and per-class IoUs of predictions vs masks, both (N, H, W)."""
-    ious = []
-    for k in range(NUM_CLASSES):
-        union = ((pred == k) | (target == k)).sum().item()
-        ious.append(100.0 * ((pred == k) & (target == k)).sum().item() / union if union else float("nan"))
-    return float(np.nanmean(ious)), ious
 
 
 def nearest_scribble(scribbles: Tensor) -> Tensor:
@@ -183,9 +175,8 @@ def main() -> None:
     names = " ".join(f"{n[:10]:>10}" for n in SYNTHETIC_CLASSES)
     print(f"\n| {'method':<34} | mIoU | {names} | train s |")
     for name, pred, seconds in rows:
-        score, ious = miou(pred, val_masks)
-        per_class = " ".join(f"{iou:10.1f}" for iou in ious)
-        print(f"| {name:<34} | {score:4.1f} | {per_class} | {seconds:7.0f} |")
+        per_class = " ".join(f"{iou:10.1f}" for iou in class_iou(pred, val_masks, NUM_CLASSES).tolist())
+        print(f"| {name:<34} | {mean_iou(pred, val_masks, NUM_CLASSES):4.1f} | {per_class} | {seconds:7.0f} |")
 
 
 if __name__ == "__main__":

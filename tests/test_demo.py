@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import struct
-import time
 from pathlib import Path
 
 from rloss.cli import main as cli_main
@@ -20,9 +19,7 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 def test_demo_quick_end_to_end(tmp_path: Path) -> None:
-    tic = time.perf_counter()
     assert main(["--output", str(tmp_path), "--quick"]) == 0
-    assert time.perf_counter() - tic < 120
     results = json.loads((tmp_path / "results.json").read_text())
     assert list(results) == list(RESULT_KEYS)
     for key, value in results.items():

@@ -18,19 +18,29 @@ IMPORT_TO_DIST = {
     "pydensecrf": "pydensecrf2",
 }
 # imported only through another declared package (e.g. torch pulls these in)
-IMPLIED = {"jsonargparse": "pytorch-lightning", "pyyaml": "pytorch-lightning", "llvmlite": "numba"}
+IMPLIED = {
+    "jsonargparse": "pytorch-lightning",
+    "pyyaml": "pytorch-lightning",
+    "lightning-utilities": "pytorch-lightning",
+    "llvmlite": "numba",
+}
 
 
 def _name(requirement: str) -> str:
     return re.split(r"[\s<>=!\[;]", requirement.strip(), maxsplit=1)[0].lower()
 
 
+def _requirements(value: str) -> list[str]:
+    """The requirement lines of a setup.cfg list (blank and comment lines dropped, as setuptools does)."""
+    return [line for line in value.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
 def setup_cfg_names() -> set[str]:
     config = configparser.ConfigParser()
     config.read(ROOT / "setup.cfg")
-    names = {_name(r) for r in config["options"]["install_requires"].split("\n") if r.strip()}
+    names = {_name(r) for r in _requirements(config["options"]["install_requires"])}
     for extra in config["options.extras_require"].values():
-        names |= {_name(r) for r in extra.split("\n") if r.strip()}
+        names |= {_name(r) for r in _requirements(extra)}
     return names
 
 

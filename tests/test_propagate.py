@@ -13,19 +13,11 @@ from PIL import Image
 from rloss.cli import main
 from rloss.data.base import read_label
 from rloss.data.constants import voc_palette
+from rloss.metrics import mean_iou
 from rloss.propagate import default_regularizer, load_pair, propagate, voronoi_baseline
 
 DATA = Path(__file__).parent / "data"
 FAST = ["--steps", "30", "--width", "48"]
-
-
-def miou(prediction: torch.Tensor, truth: torch.Tensor) -> float:
-    """Mean IoU (%) over the classes present in either map (255 ignored)."""
-    valid = truth != 255
-    classes = torch.unique(torch.cat((prediction[valid], truth[valid])))
-    ious = [((prediction == c) & (truth == c) & valid).sum() / (((prediction == c) | (truth == c)) & valid).sum()
-            for c in classes]
-    return 100.0 * float(torch.stack(ious).mean())
 
 
 @pytest.mark.parametrize("stem", ["2011_003223", "2008_000003"])
@@ -33,7 +25,7 @@ def test_propagate_beats_voronoi_on_real_images(stem: str) -> None:
     image, scribbles = load_pair(DATA / f"{stem}.jpg", DATA / f"{stem}_scribble.png", 21)
     truth = read_label(DATA / f"{stem}_gt.png", 21, image.shape[-2:])
     mask = propagate(image.permute(1, 2, 0).to(torch.uint8).numpy(), scribbles, [default_regularizer("densecrf")])
-    ours, baseline = miou(mask, truth), miou(voronoi_baseline(scribbles), truth)
+    ours, baseline = mean_iou(mask, truth, 21), mean_iou(voronoi_baseline(scribbles), truth, 21)
     print(f"{stem}: Voronoi {baseline:.1f} -> propagate(densecrf) {ours:.1f} mIoU")
     assert mask.shape == scribbles.shape and mask.dtype == torch.int64
     assert set(mask.unique().tolist()) <= set(scribbles.unique().tolist()) - {255}
