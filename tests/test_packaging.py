@@ -22,6 +22,8 @@ IMPLIED = {
     "jsonargparse": "pytorch-lightning",
     "pyyaml": "pytorch-lightning",
     "lightning-utilities": "pytorch-lightning",
+    "fsspec": "pytorch-lightning",
+    "lightning-fabric": "pytorch-lightning",
     "llvmlite": "numba",
 }
 
