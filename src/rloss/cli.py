@@ -24,6 +24,7 @@ from lightning_utilities.core import rank_zero
 from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
 from rloss.allocator import keep_freed_memory
 from rloss.callbacks import ImagePanels, MaskWriter
@@ -75,11 +76,13 @@ def wandb_logged_in() -> bool:
 
 
 def checkpoint_run_id(path: Path) -> str | None:
-    """The W&B run id stored in a checkpoint by ScribbleSegmentation.on_save_checkpoint."""
+    """The W&B run id stored in a checkpoint by ScribbleSegmentation.on_save_checkpoint; None (with a
+    warning naming the file) when the checkpoint cannot be read that way: the run then gets a new id."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure: the run id is only a convenience
-        raise UserError(f"--ckpt_path {path}: cannot read the checkpoint ({one_line(error)})") from error
+    except Exception as error:  # noqa: BLE001 - any unpickling failure; the run id is a convenience
+        warnings.warn(f"{path}: no W&B run id read ({one_line(error)}); the resumed run gets a new id")
+        return None
     return checkpoint.get("wandb_run_id")
 
 
@@ -149,8 +152,9 @@ class RLossCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
-        if config.trainer.fast_dev_run:
-            # ModelCheckpoint.on_train_end writes last.ckpt even under fast_dev_run (Lightning 2.6).
+        if config.checkpoint.save_last and config.last_checkpoint.dirpath in (None, config.checkpoint.dirpath):
+            # one writer of last.ckpt: with two, Lightning renames ModelCheckpoint's to last-v1.ckpt
+            rank_zero_info("checkpoint.save_last: last.ckpt is written by last_checkpoint (LastCheckpoint)")
             config.checkpoint.save_last = False
         if config.get("ckpt_path") == "last":  # other values were checked by _parse_ckpt_path
             config.ckpt_path = checked_ckpt_path("last", config.checkpoint.dirpath)
