@@ -35,9 +35,10 @@ import torch
 
 from rloss import lattice
 from rloss.atomic import atomic_path, write_text_atomic
+from rloss.config_files import configs_path
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "demo"
-"""``configs/demo`` of the source tree (the package is installed editable)."""
+CONFIG_DIR = configs_path() / "demo"
+"""The shipped ``configs/demo`` (the repository's folder, installed with the package)."""
 
 Phase = Literal["phase1", "phase2", "both"]
 
