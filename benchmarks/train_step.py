@@ -36,7 +36,7 @@ from rloss.models import ScribbleSegmentation
 from rloss.regularizers import DenseCRFLoss
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
-WEIGHT = 7.1e-5  # configs/regularizer/densecrf.yaml (the original 2e-9 converted)
+WEIGHT = 7.1e-5  # configs/regularizer/densecrf_pytorch.yaml (the original 2e-9 converted)
 
 
 class RealImageBatches(Dataset):
