@@ -36,6 +36,7 @@ import torch
 from rloss import lattice
 from rloss.atomic import atomic_path, write_text_atomic
 from rloss.config_files import configs_path
+from rloss.errors import ArgumentParser
 
 CONFIG_DIR = configs_path() / "demo"
 """The shipped ``configs/demo`` (the repository's folder, installed with the package)."""
@@ -73,7 +74,7 @@ RESULT_KEYS: tuple[str, ...] = tuple(run.result for run in RUNS if run.result)
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="rloss demo", description="Weakly-supervised segmentation demo on synthetic data (CPU)."
     )
     parser.add_argument("--output", default="outputs/demo", help="output folder (default: outputs/demo)")
