@@ -8,6 +8,8 @@ import math
 import torch
 from torch import Tensor
 
+from rloss.data.constants import IGNORE_INDEX, PAD_INDEX
+
 
 def check_positive(value: float, name: str) -> float:
     """Return ``value`` as float if it is a finite number > 0."""
@@ -15,6 +17,13 @@ def check_positive(value: float, name: str) -> float:
     if not (value > 0.0 and value != float("inf")):
         raise ValueError(f"{name} must be a finite number > 0, got {value}")
     return value
+
+
+def check_integer(value: int, name: str, minimum: int) -> int:
+    """Return ``value`` as int if it is an integer (not a bool) >= ``minimum``."""
+    if isinstance(value, bool) or not float(value).is_integer() or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    return int(value)
 
 
 def check_finite(tensor: Tensor, name: str) -> None:
@@ -113,3 +122,19 @@ def check_roi(roi: Tensor | None, probs: Tensor, name: str = "roi") -> Tensor:
         check_finite(roi.float(), name)
         roi = roi != 0
     return roi.to(probs.device)
+
+
+def check_labels(labels: Tensor, num_classes: int, name: str = "labels", roi: Tensor | None = None) -> Tensor:
+    """Bool mask (labels' shape) of the labeled pixels of integer ``labels``: class ids 0..K-1, not
+    IGNORE_INDEX (255, unlabeled) or PAD_INDEX (254, padding), within ``roi`` (bool, same shape) when
+    given. ValueError naming the first other value found there."""
+    labeled = (labels != IGNORE_INDEX) & (labels != PAD_INDEX)
+    if roi is not None:
+        labeled &= roi
+    bad = labeled & ((labels < 0) | (labels >= num_classes))
+    if bad.any():
+        raise ValueError(
+            f"{name}: holds class id {int(labels[bad][0])}; expected 0..{num_classes - 1} (K={num_classes}), "
+            f"{PAD_INDEX} (padding) or {IGNORE_INDEX} (unlabeled)"
+        )
+    return labeled

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rloss.lattice.base import Affinity
-from rloss.validation import check_images, check_positive
+from rloss.validation import check_images, check_integer, check_positive
 
 
 class LocalWindowAffinity(Affinity):
@@ -26,9 +26,7 @@ class LocalWindowAffinity(Affinity):
         check_images(images, "images")
         self.sigma_rgb = check_positive(sigma_rgb, "sigma_rgb")
         self.sigma_xy = check_positive(sigma_xy, "sigma_xy")
-        if isinstance(radius, bool) or not float(radius).is_integer() or radius < 1:
-            raise ValueError(f"radius must be an integer >= 1, got {radius}")
-        self.radius = int(radius)
+        self.radius = check_integer(radius, "radius", 1)
         super().__init__(images.shape[0], images.shape[2] * images.shape[3])
         self.images = images.detach().float()
 

@@ -6,6 +6,7 @@ from torch import Tensor
 
 from rloss.lattice import Affinity, LocalWindowAffinity
 from rloss.regularizers.affinity import AffinityRegularizer, potts_energy
+from rloss.validation import check_integer
 
 
 class GatedCRFLoss(AffinityRegularizer):
@@ -37,9 +38,7 @@ class GatedCRFLoss(AffinityRegularizer):
         scale_factor: float = 0.25,
     ) -> None:
         super().__init__(weight, sigma_rgb, sigma_xy, scale_factor)
-        if isinstance(radius, bool) or not float(radius).is_integer() or radius < 1:
-            raise ValueError(f"radius must be an integer >= 1, got {radius}")
-        self.radius = int(radius)
+        self.radius = check_integer(radius, "radius", 1)
 
     def affinity_of(self, images: Tensor) -> Affinity:
         return LocalWindowAffinity(images, self.sigma_rgb, self.sigma_xy * self.scale_factor, self.radius)
