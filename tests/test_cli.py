@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from rloss.callbacks import WandbRunId
 from rloss.cli import main, run_cli, wandb_logged_in
 from rloss.models import ScribbleSegmentation
 from voc_fixtures import SIZES
@@ -149,3 +150,26 @@ def test_runs_without_wandb_login_default_to_offline(voc_root: Path, monkeypatch
     monkeypatch.setattr("rloss.cli.wandb_logged_in", lambda: False)
     run_cli(["fit", *tiny(voc_root, "--trainer.fast_dev_run", "true")])
     assert os.environ["WANDB_MODE"] == "offline"
+
+
+def test_configured_densecrf_postprocess_reaches_the_model(voc_root: Path, tmp_path: Path) -> None:
+    config = tmp_path / "crf.yaml"
+    config.write_text(
+        "model:\n  postprocess:\n    class_path: rloss.crf.DenseCRF\n"
+        "    init_args:\n      iterations: 10\n      sxy_app: 20.0\n      backend: torch\n"
+    )
+    quick = ("--trainer.max_steps", "0", "--trainer.logger", "false")
+    from_yaml = run_cli(["fit", *tiny(voc_root, "--config", str(config), *quick)]).model.crf
+    assert (from_yaml.iterations, from_yaml.sxy_app, from_yaml.backend, from_yaml.w_app) == (10, 20.0, "torch", 10.0)
+    from_line = run_cli(["fit", *tiny(voc_root, "--model.postprocess", "rloss.crf.DenseCRF",
+                                      "--model.postprocess.init_args.iterations", "3", *quick)])
+    assert from_line.model.crf.iterations == 3
+    assert any(isinstance(c, WandbRunId) for c in from_line.trainer.callbacks)  # registered by the CLI
+    assert run_cli(["fit", *tiny(voc_root, *quick)]).model.crf is None
+
+
+def test_demo_argument_error_is_one_line(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--steps", "0"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[0] == "rloss: error: rloss demo: --steps must be >= 1, got 0"

@@ -12,7 +12,7 @@ from PIL import Image
 
 from rloss.cli import run_cli
 from rloss.crf import DenseCRF
-from rloss.data.base import read_image, read_label
+from rloss.data.files import read_image, read_label
 from test_cli import tiny
 
 DATA = Path(__file__).parent / "data"
@@ -79,7 +79,7 @@ def test_predict_with_crf_postprocess(voc_root: Path, tmp_path: Path, monkeypatc
         Image.fromarray(np.random.default_rng(i).integers(0, 255, (h, w, 3), dtype=np.uint8)).save(images / f"p{i}.png")
     cli = run_cli(["predict", *tiny(voc_root, "--data.predict_dir", str(images), "--data.val_batch_size", "2",
                                     "--predict_writer.output_dir", "masks", "--trainer.logger", "false",
-                                    "--model.postprocess", "crf")])
+                                    "--model.postprocess", "rloss.crf.DenseCRF")])
     assert isinstance(cli.model.crf, DenseCRF)
     for i, (h, w) in enumerate(sizes):
         with Image.open(tmp_path / "masks" / f"p{i}.png") as mask:

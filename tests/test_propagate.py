@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from rloss.cli import main
-from rloss.data.base import read_label
+from rloss.data.files import read_label
 from rloss.data.constants import voc_palette
 from rloss.metrics import mean_iou
 from rloss.propagate import default_regularizer, load_pair, propagate, voronoi_baseline

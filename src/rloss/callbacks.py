@@ -1,7 +1,9 @@
-"""Callbacks: W&B image panels during training, VOC-palette PNG masks from ``predict``."""
+"""Callbacks: W&B image panels during training, the W&B run id kept across resumes, VOC-palette
+PNG masks from ``predict``."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -9,12 +11,14 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from PIL import Image
+from jsonargparse import Namespace
 from pytorch_lightning.callbacks import BasePredictionWriter, Callback
 from pytorch_lightning.loggers import WandbLogger
 from torch import Tensor
 
 from rloss.data.constants import voc_palette
+from rloss.data.files import write_label_png
+from rloss.errors import one_line
 
 PALETTE = np.array(voc_palette(), dtype=np.uint8).reshape(256, 3)
 
@@ -66,9 +70,43 @@ class ImagePanels(Callback):
             logger.log_image("train/panels", panels, step=step, caption=[caption] * len(panels))
 
 
+class WandbRunId(Callback):
+    """One W&B run across resumes: every checkpoint records the run id of the Trainer's W&B logger
+    (key :attr:`KEY`) and :meth:`restore` gives that id to the logger of a run resumed from it.
+
+    W&B fixes the id when the run is created, which the Trainer does before any callback hook, so
+    :meth:`restore` edits the logger's settings before the logger is instantiated (the CLI calls it).
+    """
+
+    KEY = "wandb_run_id"
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger) and logger.version:
+                checkpoint[self.KEY] = logger.version
+
+    @classmethod
+    def saved_id(cls, path: Path) -> str | None:
+        """The run id recorded in checkpoint ``path``; None when there is none, or (with a warning
+        naming the file) when the checkpoint cannot be read: the run then gets a new id."""
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as error:  # noqa: BLE001 - any unpickling failure; the run id is a convenience
+            warnings.warn(f"{path}: no W&B run id read ({one_line(error)}); the resumed run gets a new id")
+            return None
+        return checkpoint.get(cls.KEY)
+
+    @classmethod
+    def restore(cls, logger_init_args: Namespace, ckpt_path: Path) -> None:
+        """Set ``id`` of a WandbLogger's ``init_args`` to the run id saved in ``ckpt_path`` (when it
+        has one), unless an id is given."""
+        if logger_init_args.get("id") is None and (run_id := cls.saved_id(ckpt_path)):
+            logger_init_args.id = run_id
+
+
 class MaskWriter(BasePredictionWriter):
     """Write each prediction of ``predict`` as ``<output_dir>/<name>.png``, a VOC-palette PNG
-    of class ids at the input image's size. ``output_dir`` None: ``<trainer.default_root_dir>/predictions``.
+    of class ids at the input image's size (atomically). ``output_dir`` None: ``<trainer.default_root_dir>/predictions``.
     """
 
     def __init__(self, output_dir: str | None = None) -> None:
@@ -86,9 +124,5 @@ class MaskWriter(BasePredictionWriter):
         dataloader_idx: int = 0,
     ) -> None:
         folder = Path(self.output_dir or Path(trainer.default_root_dir) / "predictions")
-        folder.mkdir(parents=True, exist_ok=True)
-        palette = voc_palette()
         for mask, name, (height, width) in zip(prediction["masks"], prediction["names"], prediction["sizes"].tolist()):
-            image = Image.fromarray(mask[:height, :width].cpu().numpy())
-            image.putpalette(palette)  # "L" -> "P" with the VOC colours
-            image.save(folder / f"{name}.png")
+            write_label_png(mask[:height, :width], folder / f"{name}.png")

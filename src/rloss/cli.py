@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlparse
 
-import torch
 from lightning_utilities.core import rank_zero
 from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -27,7 +26,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
 from rloss.allocator import keep_freed_memory
-from rloss.callbacks import ImagePanels, MaskWriter
+from rloss.callbacks import ImagePanels, MaskWriter, WandbRunId
 from rloss.checkpoints import LastCheckpoint, checkpoint_problem, newest_usable_checkpoint, use_atomic_checkpoint_io
 from rloss.data.base import SegmentationDataModule
 from rloss.errors import EXIT_USER_ERROR, UserError, debug_mode, one_line, print_error, user_error
@@ -75,17 +74,6 @@ def wandb_logged_in() -> bool:
         return False
 
 
-def checkpoint_run_id(path: Path) -> str | None:
-    """The W&B run id stored in a checkpoint by ScribbleSegmentation.on_save_checkpoint; None (with a
-    warning naming the file) when the checkpoint cannot be read that way: the run then gets a new id."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure; the run id is a convenience
-        warnings.warn(f"{path}: no W&B run id read ({one_line(error)}); the resumed run gets a new id")
-        return None
-    return checkpoint.get("wandb_run_id")
-
-
 def checked_ckpt_path(ckpt_path: str | None, dirpath: str | None) -> str | None:
     """``--ckpt_path`` made concrete and checked: ``last`` = the newest usable checkpoint of
     ``dirpath`` (corrupt ones moved aside; None when there is none yet, a fresh run), a local file
@@ -130,7 +118,8 @@ class RLossArgumentParser(LightningArgumentParser):
 class RLossCLI(LightningCLI):
     """LightningCLI with rloss defaults: W&B logger (offline unless logged in), best-mIoU checkpoints,
     a ``last.ckpt`` on its own schedule (:class:`rloss.checkpoints.LastCheckpoint`), checkpoints
-    written atomically, W&B image panels, PNG mask writer for predict, num_classes linked."""
+    written atomically, W&B image panels, the W&B run id kept across resumes (:class:`WandbRunId`),
+    PNG mask writer for predict, num_classes linked."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
@@ -149,6 +138,7 @@ class RLossCLI(LightningCLI):
         parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
         parser.add_lightning_class_args(ImagePanels, "panels")
         parser.add_lightning_class_args(MaskWriter, "predict_writer")
+        parser.add_lightning_class_args(WandbRunId, "wandb_run_id")
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
@@ -164,9 +154,8 @@ class RLossCLI(LightningCLI):
         if "WANDB_MODE" not in os.environ and not wandb_logged_in():
             os.environ["WANDB_MODE"] = "offline"
         path = Path(config.ckpt_path) if config.ckpt_path else None
-        if self.subcommand == "fit" and path and path.is_file() and logger.init_args.get("id") is None:
-            if run_id := checkpoint_run_id(path):
-                logger.init_args.id = run_id
+        if self.subcommand == "fit" and path and path.is_file():
+            WandbRunId.restore(logger.init_args, path)
 
     def _parse_ckpt_path(self) -> None:
         """Check an explicit ``--ckpt_path FILE`` before Lightning reads its hyperparameters."""

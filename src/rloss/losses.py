@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rloss.data.constants import IGNORE_INDEX, PAD_INDEX
+from rloss.data.constants import IGNORE_INDEX
+from rloss.validation import check_labels
 
 
 def partial_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
@@ -23,15 +24,7 @@ def partial_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     if labels.is_floating_point():
         raise ValueError(f"labels must be an integer tensor of class ids, got dtype {labels.dtype}")
     labels = labels.long()
-    labeled = (labels != IGNORE_INDEX) & (labels != PAD_INDEX)
-    num_classes = logits.shape[1]
-    bad = labeled & ((labels < 0) | (labels >= num_classes))
-    if bad.any():
-        value = int(labels[bad][0])
-        raise ValueError(
-            f"labels contain class id {value}, expected 0..{num_classes - 1} or "
-            f"{IGNORE_INDEX} (unlabeled) / {PAD_INDEX} (padding)"
-        )
+    labeled = check_labels(labels, logits.shape[1])
     count = labeled.sum()
     if count == 0:
         return logits.sum() * 0.0

@@ -1,4 +1,4 @@
-"""Shared DataModule plumbing: image/label reading, the predict folder, padded loaders.
+"""Shared DataModule plumbing: the predict folder, padded loaders (file reading: :mod:`rloss.data.files`).
 
 Every dataset item is a dict:
 ``{"image": float32 (3,H,W) RGB 0..255 (not normalized), "scribble": int64 (H,W)
@@ -12,66 +12,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
-from PIL import Image
-from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from rloss.data.constants import IGNORE_INDEX, PAD_INDEX
+from rloss.data.constants import class_names_or_default
+from rloss.data.files import IMAGE_SUFFIXES, read_image
 from rloss.data.transforms import pad_collate
-
-IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-
-
-def load_image(path: Path) -> Image.Image:
-    """Open and fully decode an image file. ValueError naming the file when it cannot be decoded
-    (truncated, corrupt, not an image); FileNotFoundError when it is missing."""
-    try:
-        image = Image.open(path)
-        image.load()
-    except FileNotFoundError:
-        raise
-    except (OSError, SyntaxError) as error:  # PIL: UnidentifiedImageError, truncated data, bad chunks
-        raise ValueError(f"{path}: cannot decode the image ({error}); expected a valid image file") from error
-    return image
-
-
-def read_image(path: Path) -> Tensor:
-    """Read an image file as float32 (3,H,W) RGB in 0..255."""
-    with load_image(path) as img:
-        array = np.asarray(img.convert("RGB"), dtype=np.float32)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
-
-
-def read_label(path: Path, num_classes: int, size: Sequence[int]) -> Tensor:
-    """Read a label PNG (class ids, 255 unlabeled/ignored, 254 padding) as int64 (H,W).
-
-    Raises ValueError naming the file when it is not a single-channel PNG, when its size
-    differs from ``size`` = (H, W) of its image, or when it holds a class id >= num_classes
-    other than 254/255.
-    """
-    with load_image(path) as img:
-        if img.mode not in ("L", "P"):
-            raise ValueError(
-                f"{path}: label PNG has mode {img.mode!r}; expected a single-channel 'P' or 'L' "
-                "image of class ids (255 = unlabeled)"
-            )
-        array = np.asarray(img, dtype=np.uint8)
-    if tuple(array.shape) != tuple(size):
-        raise ValueError(
-            f"{path}: label size {array.shape[0]}x{array.shape[1]} (HxW) differs from its image "
-            f"{size[0]}x{size[1]}"
-        )
-    values = np.unique(array)
-    bad = values[(values >= num_classes) & (values != IGNORE_INDEX) & (values != PAD_INDEX)]
-    if bad.size:
-        raise ValueError(
-            f"{path}: holds class id {int(bad[0])}; expected ids in 0..{num_classes - 1}, "
-            f"{PAD_INDEX} (padding) or {IGNORE_INDEX} (unlabeled)"
-        )
-    return torch.from_numpy(array.astype(np.int64))
 
 
 class ImageFolderDataset(Dataset):
@@ -120,11 +67,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         predict_dir: str | None = None,
     ) -> None:
         super().__init__()
-        names = list(class_names) if class_names is not None else [str(k) for k in range(num_classes)]
-        if len(names) != num_classes:
-            raise ValueError(f"class_names has {len(names)} names; expected num_classes={num_classes}")
         self.num_classes = num_classes
-        self.class_names = names
+        self.class_names = class_names_or_default(class_names, num_classes)
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size
         self.num_workers = num_workers

@@ -1,7 +1,8 @@
-"""PASCAL VOC class names, colour palette and the special label values."""
+"""PASCAL VOC class names, colour palette and the special label values; default class names."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 VOC_DIR = Path("VOCdevkit/VOC2012")
@@ -21,6 +22,15 @@ VOC_CLASSES: tuple[str, ...] = (
     "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
     "sheep", "sofa", "train", "tvmonitor",
 )
+
+
+def class_names_or_default(class_names: Sequence[str] | None, num_classes: int) -> list[str]:
+    """The K = ``num_classes`` class names (for per-class metrics); None gives "0".."K-1".
+    ValueError when there are not K names."""
+    names = list(class_names) if class_names is not None else [str(k) for k in range(num_classes)]
+    if len(names) != num_classes:
+        raise ValueError(f"class_names has {len(names)} names; expected num_classes={num_classes}")
+    return names
 
 
 def voc_palette() -> list[int]:

@@ -32,9 +32,11 @@ from tqdm import tqdm
 
 from rloss.atomic import write_text_atomic
 from rloss.data.archives import UnknownArchiveError, UnsafeArchiveError, safe_extract
-from rloss.data.constants import IGNORE_INDEX, SCRIBBLE_DIR, VOC_CLASSES, VOC_DIR
+from rloss.data.constants import IGNORE_INDEX, SCRIBBLE_DIR, VOC_CLASSES
 from rloss.data.download import Checksum, ChecksumError, DownloadError, download, file_digest, verify
-from rloss.data.scribbles import ScribbleFormatError, convert_scribble_xml, save_png
+from rloss.data.files import write_label_png
+from rloss.data.layout import VOCLayout
+from rloss.data.scribbles import ScribbleFormatError, convert_scribble_xml
 from rloss.errors import ArgumentParser, print_error
 
 EXPECTED_SPLIT_SIZES = {"train_aug": 10_582, "val": 1_449}
@@ -81,35 +83,9 @@ class PrepareError(RuntimeError):
     """Data preparation cannot continue (a missing archive or file, an unexpected archive content)."""
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Paths below the data root."""
-
-    root: Path
-
-    @property
-    def voc(self) -> Path:
-        return self.root / VOC_DIR
-
-    @property
-    def images(self) -> Path:
-        return self.voc / "JPEGImages"
-
-    @property
-    def voc_masks(self) -> Path:
-        return self.voc / "SegmentationClass"
-
-    @property
-    def masks(self) -> Path:
-        return self.voc / "SegmentationClassAug"
-
-    @property
-    def splits(self) -> Path:
-        return self.voc / "ImageSets" / "Segmentation"
-
-    @property
-    def scribble_masks(self) -> Path:
-        return self.root / SCRIBBLE_DIR
+class PrepareLayout(VOCLayout):
+    """The VOC layout plus the folders only ``prepare`` uses: extracted SBD and scribble XML
+    archives, downloads and extraction records."""
 
     @property
     def sbd(self) -> Path:
@@ -164,7 +140,7 @@ def fit_command(root: Path) -> str:
 
 def prepare(root: Path, archives: Iterable[ArchiveSpec] = ARCHIVES, from_dir: Path | None = None) -> PrepareReport:
     """Fetch, verify and extract ``archives`` below ``root`` and build the training layout."""
-    layout = Layout(Path(root).expanduser().resolve())
+    layout = PrepareLayout(Path(root).expanduser().resolve())
     actions: list[str] = []
     unpinned: dict[str, str] = {}
     for spec in archives:
@@ -175,7 +151,7 @@ def prepare(root: Path, archives: Iterable[ArchiveSpec] = ARCHIVES, from_dir: Pa
         if spec.checksum is None:
             unpinned[spec.name] = stamp["sha256"]
     train_ids, val_ids = _read_splits(layout)
-    if _write_lines(layout.splits / "train_aug.txt", train_ids):
+    if _write_lines(layout.split_list("train_aug"), train_ids):
         actions.append("wrote train_aug.txt")
     if written := _build_masks(layout, train_ids, set(val_ids)):
         actions.append(f"wrote {written} SegmentationClassAug masks")
@@ -186,7 +162,7 @@ def prepare(root: Path, archives: Iterable[ArchiveSpec] = ARCHIVES, from_dir: Pa
                          unpinned, actions)
 
 
-def _fetch_and_extract(spec: ArchiveSpec, layout: Layout, from_dir: Path | None) -> dict[str, str]:
+def _fetch_and_extract(spec: ArchiveSpec, layout: PrepareLayout, from_dir: Path | None) -> dict[str, str]:
     """Get ``spec``'s archive (``from_dir``, an earlier download, or the network), verify and extract it."""
     if from_dir is not None:
         archive = from_dir / spec.filename
@@ -208,7 +184,7 @@ def _fetch_and_extract(spec: ArchiveSpec, layout: Layout, from_dir: Path | None)
     return stamp
 
 
-def _read_stamp(layout: Layout, spec: ArchiveSpec) -> dict[str, str] | None:
+def _read_stamp(layout: PrepareLayout, spec: ArchiveSpec) -> dict[str, str] | None:
     """The record of an earlier extraction of ``spec``, if it was verified against the same checksum
     and its content is still there."""
     path = layout.stamps / f"{spec.name}.json"
@@ -218,26 +194,26 @@ def _read_stamp(layout: Layout, spec: ArchiveSpec) -> dict[str, str] | None:
     return stamp if stamp.get("checksum") == str(spec.checksum) else None
 
 
-def _read_splits(layout: Layout) -> tuple[list[str], list[str]]:
+def _read_splits(layout: PrepareLayout) -> tuple[list[str], list[str]]:
     """``train_aug`` = (SBD train + SBD val + VOC train) - VOC val, and VOC val."""
-    voc_train, voc_val = (_read_ids(layout.splits / f"{split}.txt") for split in ("train", "val"))
+    voc_train, voc_val = (_read_ids(layout.split_list(split)) for split in ("train", "val"))
     sbd_train, sbd_val = (_read_ids(layout.sbd / f"{split}.txt") for split in ("train", "val"))
     train_aug = sorted((set(sbd_train) | set(sbd_val) | set(voc_train)) - set(voc_val))
     return train_aug, voc_val
 
 
-def _build_masks(layout: Layout, train_ids: Sequence[str], val_ids: set[str]) -> int:
+def _build_masks(layout: PrepareLayout, train_ids: Sequence[str], val_ids: set[str]) -> int:
     """Write missing ``SegmentationClassAug`` masks; return how many were written.
 
     Validation images keep their VOC masks (with the 255 boundary band). Training images
     use the SBD mask when SBD has the image, else the VOC mask.
     """
-    todo = [i for i in [*train_ids, *sorted(val_ids)] if not (layout.masks / f"{i}.png").is_file()]
+    todo = [i for i in [*train_ids, *sorted(val_ids)] if not layout.mask(i).is_file()]
     for image_id in tqdm(todo, desc="SegmentationClassAug", unit="mask", file=sys.stderr, leave=False):
         sbd_mat = layout.sbd / "cls" / f"{image_id}.mat"
         use_sbd = image_id not in val_ids and sbd_mat.is_file()
         mask = _read_sbd_mask(sbd_mat) if use_sbd else _read_voc_mask(layout.voc_masks / f"{image_id}.png")
-        save_png(Image.fromarray(mask), layout.masks / f"{image_id}.png")
+        write_label_png(mask, layout.mask(image_id), palette=False)
     return len(todo)
 
 
@@ -268,25 +244,25 @@ def _checked_mask(mask: np.ndarray, source: Path) -> np.ndarray:
     return mask.astype(np.uint8)
 
 
-def _build_scribble_masks(layout: Layout) -> int:
+def _build_scribble_masks(layout: PrepareLayout) -> int:
     """Convert scribble XML files without a PNG mask; return how many were written."""
     todo = [xml for xml in sorted(layout.scribble_xml.glob("*.xml"))
-            if not (layout.scribble_masks / f"{xml.stem}.png").is_file()]
+            if not layout.scribble_mask(xml.stem).is_file()]
     for xml in tqdm(todo, desc="scribbles", unit="mask", file=sys.stderr, leave=False):
-        image = layout.images / f"{xml.stem}.jpg"
+        image = layout.image(xml.stem)
         if not image.is_file():
             raise PrepareError(f"scribble file {xml} has no image {image}")
         with Image.open(image) as opened:
             size = opened.size
-        convert_scribble_xml(xml, layout.scribble_masks / f"{xml.stem}.png", size)
+        convert_scribble_xml(xml, layout.scribble_mask(xml.stem), size)
     return len(todo)
 
 
-def _scribble_stats(layout: Layout, train_ids: Sequence[str]) -> tuple[int, float]:
+def _scribble_stats(layout: PrepareLayout, train_ids: Sequence[str]) -> tuple[int, float]:
     """Number of ``train_aug`` images with a scribble mask, and the share of labeled pixels in them."""
     labeled = total = count = 0
     for image_id in tqdm(train_ids, desc="scribble coverage", unit="mask", file=sys.stderr, leave=False):
-        path = layout.scribble_masks / f"{image_id}.png"
+        path = layout.scribble_mask(image_id)
         if path.is_file():
             with Image.open(path) as image:
                 mask = np.asarray(image)

@@ -23,10 +23,11 @@ import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw
 
-from rloss.atomic import atomic_path
 from rloss.data.constants import IGNORE_INDEX, VOC_CLASSES
+from rloss.data.files import write_label_png
 
 SCRIBBLE_WIDTH = 3
 """Width in pixels of the lines drawn between consecutive scribble points."""
@@ -99,16 +100,11 @@ def render_scribbles(scribbles: list[Scribble], size: tuple[int, int]) -> Image.
 
 
 def convert_scribble_xml(xml_path: Path, out_path: Path, size: tuple[int, int]) -> Image.Image:
-    """Render ``xml_path`` as a mask of ``size`` = (width, height), write it to ``out_path``; return it."""
+    """Render ``xml_path`` as a mask of ``size`` = (width, height), write it to ``out_path`` (an 'L'
+    PNG, atomically); return it."""
     mask = render_scribbles(read_scribbles(xml_path), size)
-    save_png(mask, out_path)
+    write_label_png(np.asarray(mask), out_path, palette=False)
     return mask
-
-
-def save_png(image: Image.Image, path: Path) -> None:
-    """Write ``image`` as PNG atomically."""
-    with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG")
 
 
 def _point(element: ElementTree.Element, source: Path) -> tuple[int, int]:

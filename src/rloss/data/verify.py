@@ -17,7 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from rloss.atomic import write_text_atomic
-from rloss.data.base import read_image, read_label
+from rloss.data.files import read_image, read_label
 from rloss.errors import DataError
 
 Sample = Mapping[str, Path]

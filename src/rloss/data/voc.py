@@ -10,25 +10,15 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from rloss.data.base import SegmentationDataModule, read_image, read_label
+from rloss.data.base import SegmentationDataModule
 from rloss.data.constants import IGNORE_INDEX, SCRIBBLE_DIR, VOC_CLASSES, VOC_DIR
+from rloss.data.files import read_image, read_label
+from rloss.data.layout import VOCLayout
 from rloss.data.transforms import apply_transform, train_transform
 from rloss.data.verify import problems_error, verify_samples
 
 CACHE_DIR = ".rloss-cache"
 """Folder under the dataset root for the per-split verification cache and problem lists."""
-
-def layout_help(root: Path, scribble_dir: Path) -> str:
-    """The expected directory layout under ``root`` and the command that prepares it."""
-    voc = root / VOC_DIR
-    return (
-        f"expected layout:\n"
-        f"  {voc}/JPEGImages/<name>.jpg\n"
-        f"  {voc}/SegmentationClassAug/<name>.png   (full masks, 255 = ignore)\n"
-        f"  {voc}/ImageSets/Segmentation/{{train_aug,val}}.txt   (one <name> a line)\n"
-        f"  {scribble_dir}/<name>.png   (class id on scribbles, 255 elsewhere)\n"
-        f"prepare it with: rloss data prepare --root {root}"
-    )
 
 
 class VOCScribbleDataset(Dataset):
@@ -50,15 +40,14 @@ class VOCScribbleDataset(Dataset):
         num_classes: int,
         transform: v2.Transform | None = None,
     ) -> None:
-        self.root = Path(root)
-        self.voc = self.root / VOC_DIR
+        self.layout = VOCLayout(Path(root))
         self.scribble_dir = scribble_dir
         self.num_classes = num_classes
         self.transform = transform
-        list_file = self.voc / "ImageSets" / "Segmentation" / f"{split}.txt"
-        help_text = layout_help(self.root, scribble_dir or self.root / SCRIBBLE_DIR)
+        list_file = self.layout.split_list(split)
+        help_text = self.layout.describe(scribble_dir)
         if not list_file.is_file():
-            raise FileNotFoundError(f"VOC split list {list_file} not found under root {self.root}\n{help_text}")
+            raise FileNotFoundError(f"VOC split list {list_file} not found under root {self.layout.root}\n{help_text}")
         self.names = [line.split()[0] for line in list_file.read_text().splitlines() if line.strip()]
         if not self.names:
             raise ValueError(f"{list_file} lists no image")
@@ -71,10 +60,7 @@ class VOCScribbleDataset(Dataset):
             )
 
     def _paths(self, name: str) -> dict[str, Path]:
-        paths = {
-            "image": self.voc / "JPEGImages" / f"{name}.jpg",
-            "mask": self.voc / "SegmentationClassAug" / f"{name}.png",
-        }
+        paths = {"image": self.layout.image(name), "mask": self.layout.mask(name)}
         if self.scribble_dir is not None:
             paths["scribble"] = self.scribble_dir / f"{name}.png"
         return paths
@@ -105,7 +91,7 @@ class VOCScribbleDataModule(SegmentationDataModule):
     and test on whole images of ``val_split``/``test_split`` with their full masks.
 
     Args:
-        root: folder holding ``VOCdevkit/VOC2012`` (see :func:`layout_help`).
+        root: folder holding ``VOCdevkit/VOC2012`` (see :class:`rloss.data.layout.VOCLayout`).
         scribble_dir: scribble PNG folder, relative to ``root`` unless absolute.
         crop_size: training crop (the paper: 513).
         scale_range: random scale factors of the training images.
@@ -138,6 +124,7 @@ class VOCScribbleDataModule(SegmentationDataModule):
     ) -> None:
         super().__init__(num_classes, class_names, batch_size, val_batch_size, num_workers, predict_dir)
         self.root = Path(root)
+        self.layout = VOCLayout(self.root)
         self.scribble_dir = self.root / scribble_dir
         self.crop_size = crop_size
         self.scale_range = scale_range
@@ -149,9 +136,9 @@ class VOCScribbleDataModule(SegmentationDataModule):
             self._check_root()
 
     def _check_root(self) -> None:
-        if not (self.root / VOC_DIR).is_dir():
+        if not self.layout.voc.is_dir():
             raise FileNotFoundError(
-                f"VOC dataset root {self.root} has no {VOC_DIR}\n{layout_help(self.root, self.scribble_dir)}"
+                f"VOC dataset root {self.root} has no {VOC_DIR}\n{self.layout.describe(self.scribble_dir)}"
             )
 
     def _dataset(self, split: str, train: bool = False) -> VOCScribbleDataset:

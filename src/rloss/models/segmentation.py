@@ -11,13 +11,12 @@ from typing import Any, Literal
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.loggers import WandbLogger
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
 from rloss.crf import DenseCRF
-from rloss.data.constants import IGNORE_INDEX, PAD_INDEX
+from rloss.data.constants import IGNORE_INDEX, PAD_INDEX, class_names_or_default
 from rloss.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from rloss.errors import NonFiniteLossError
 from rloss.losses import partial_cross_entropy
@@ -25,7 +24,6 @@ from rloss.models.backbones import build_backbone
 from rloss.regularizers import Regularizer
 
 Supervision = Literal["scribble", "full"]
-Postprocess = Literal["none", "crf"]
 
 
 def term_names(regularizers: Sequence[nn.Module]) -> list[str]:
@@ -75,8 +73,9 @@ class ScribbleSegmentation(pl.LightningModule):
         momentum, weight_decay: SGD settings.
         poly_power: the LR decays as ``(1 - step / max_steps) ** poly_power`` per step.
         class_names: K names for per-class IoU (linked from the DataModule by the CLI).
-        postprocess: ``"crf"`` refines the softmax with mean-field DenseCRF (:class:`rloss.crf.DenseCRF`,
-            DeepLab's defaults) in ``test`` and ``predict``; validation stays raw.
+        postprocess: a :class:`rloss.crf.DenseCRF` that refines the softmax in ``test`` and ``predict``
+            (validation stays raw); in YAML ``class_path: rloss.crf.DenseCRF`` with its ``init_args``,
+            on the command line ``--model.postprocess rloss.crf.DenseCRF``. None: the raw argmax.
     """
 
     def __init__(
@@ -93,24 +92,23 @@ class ScribbleSegmentation(pl.LightningModule):
         head_lr_mult: float = 10.0,
         poly_power: float = 0.9,
         class_names: Sequence[str] | None = None,
-        postprocess: Postprocess = "none",
+        postprocess: DenseCRF | None = None,
     ) -> None:
         super().__init__()
         if supervision not in ("scribble", "full"):
             raise ValueError(f"supervision must be 'scribble' or 'full', got {supervision!r}")
-        if postprocess not in ("none", "crf"):
-            raise ValueError(f"postprocess must be 'none' or 'crf', got {postprocess!r}")
-        self.crf = DenseCRF() if postprocess == "crf" else None
-        self.save_hyperparameters(ignore=["regularizers"])
+        if postprocess is not None and not isinstance(postprocess, DenseCRF):
+            raise ValueError(f"postprocess must be a rloss.crf.DenseCRF or None, got {postprocess!r}")
+        self.crf = postprocess
+        # modules and the test-time CRF stay out of the checkpoints (loadable with weights_only=True)
+        self.save_hyperparameters(ignore=["regularizers", "postprocess"])
         self.net = build_backbone(backbone, num_classes, weights_backbone)
         if init_weights is not None:
             self.net.load_state_dict(load_network_weights(init_weights))
         self.regularizers = nn.ModuleList(regularizers or [])
         self.term_names = term_names(self.regularizers)
         self.target_key = "scribble" if supervision == "scribble" else "mask"
-        self.class_names = list(class_names) if class_names is not None else [str(k) for k in range(num_classes)]
-        if len(self.class_names) != num_classes:
-            raise ValueError(f"class_names has {len(self.class_names)} names; expected num_classes={num_classes}")
+        self.class_names = class_names_or_default(class_names, num_classes)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255, persistent=False)
         self.metrics = nn.ModuleDict({stage: self._metrics(num_classes) for stage in ("val", "test")})
@@ -131,7 +129,7 @@ class ScribbleSegmentation(pl.LightningModule):
         return self.net((images - self.mean) / self.std)
 
     def segment(self, images: Tensor, logits: Tensor) -> Tensor:
-        """Class ids (B,H,W): argmax of the logits, after DenseCRF when ``postprocess="crf"``."""
+        """Class ids (B,H,W): argmax of the logits, after the ``postprocess`` DenseCRF when one is set."""
         if self.crf is not None:
             logits = self.crf(images, logits.float().softmax(dim=1))
         return logits.argmax(dim=1)
@@ -216,9 +214,3 @@ class ScribbleSegmentation(pl.LightningModule):
         total = max(1, int(self.trainer.estimated_stepping_batches))
         scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=total, power=hp.poly_power)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Record the W&B run id so that resuming this checkpoint continues the same run."""
-        for logger in self.loggers:
-            if isinstance(logger, WandbLogger) and logger.version:
-                checkpoint["wandb_run_id"] = logger.version

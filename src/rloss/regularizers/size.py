@@ -7,8 +7,8 @@ from typing import Literal, Sequence
 import torch
 from torch import Tensor
 
-from rloss.data.constants import IGNORE_INDEX, PAD_INDEX
 from rloss.regularizers.base import Regularizer
+from rloss.validation import check_labels
 
 BoundSource = Literal["tags", "scribbles", "fixed"]
 
@@ -67,13 +67,7 @@ class SizeLoss(Regularizer):
         if tuple(labels.shape) != tuple(roi.shape):
             raise ValueError(f"labels must have shape (B, H, W) = {tuple(roi.shape)}, got {tuple(labels.shape)}")
         labels = labels.to(roi.device).long()
-        valid = (labels != IGNORE_INDEX) & (labels != PAD_INDEX) & roi
-        bad = valid & ((labels < 0) | (labels >= num_classes))
-        if bad.any():
-            raise ValueError(
-                f"labels hold class id {int(labels[bad][0])}; expected 0..{num_classes - 1} (K={num_classes} "
-                f"classes of probs), {PAD_INDEX} (padding) or {IGNORE_INDEX} (unlabeled)"
-            )
+        valid = check_labels(labels, num_classes, roi=roi)
         onehot = torch.zeros(batch, num_classes, dtype=torch.float64, device=roi.device)
         ids = torch.where(valid, labels, 0).flatten(1)
         onehot.scatter_add_(1, ids, valid.flatten(1).double())
