@@ -173,3 +173,11 @@ def test_demo_argument_error_is_one_line(capsys: pytest.CaptureFixture) -> None:
         main(["demo", "--steps", "0"])
     assert info.value.code == 2
     assert capsys.readouterr().err.splitlines()[0] == "rloss: error: rloss demo: --steps must be >= 1, got 0"
+
+
+def test_a_shipped_config_name_works_from_any_folder(capsys) -> None:
+    """`rloss fit --config experiments/<row>.yaml` resolves the packaged file (the cwd is a temp folder)."""
+    with pytest.raises(SystemExit) as exit:
+        main(["fit", "--config", "experiments/deeplabv3plus_mobilenet_gatedcrf.yaml", "--print_config"])
+    assert exit.value.code == 0
+    assert "rloss.regularizers.GatedCRFLoss" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""Mean-field DenseCRF: energy decreases on a real image, it cleans a noisy softmax, predict --postprocess crf."""
+"""Mean-field DenseCRF: energy decreases on a real image, it cleans a noisy softmax, predict with a DenseCRF postprocess."""
 
 from __future__ import annotations
 

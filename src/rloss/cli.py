@@ -28,6 +28,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_info
 from rloss.allocator import keep_freed_memory
 from rloss.callbacks import ImagePanels, MaskWriter, WandbRunId
 from rloss.checkpoints import LastCheckpoint, checkpoint_problem, newest_usable_checkpoint, use_atomic_checkpoint_io
+from rloss.config_files import resolve_config_args
 from rloss.data.base import SegmentationDataModule
 from rloss.errors import EXIT_USER_ERROR, UserError, debug_mode, one_line, print_error, user_error
 from rloss.models import ScribbleSegmentation
@@ -223,7 +224,7 @@ def dispatch(argv: list[str]) -> int | None:
         if tuple(argv[: len(words)]) == words:
             tool: Callable[[list[str]], int | None] = import_module(module).main
             return tool(argv[len(words) :])
-    run_cli(argv)
+    run_cli(resolve_config_args(argv))  # a shipped config's name works from any folder
     return None
 
 
