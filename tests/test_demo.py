@@ -7,7 +7,8 @@ import struct
 from pathlib import Path
 
 from rloss.cli import main as cli_main
-from rloss.demo import RESULT_KEYS, RUNS, cli_args, main, parse_args
+from rloss.demo import main, parse_args
+from rloss.demo_runs import RESULT_KEYS, RUNS, cli_args
 
 
 def png_size(path: Path) -> tuple[int, int]:

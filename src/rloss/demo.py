@@ -27,51 +27,19 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
 from pathlib import Path
 
 import torch
 
 from rloss import lattice
-from rloss.atomic import atomic_path, write_text_atomic
+from rloss.atomic import write_text_atomic
 from rloss.config_files import configs_path
+from rloss.demo_figure import save_predictions
+from rloss.demo_runs import RESULT_KEYS, RUNS, Run, cli_args, phase_steps
 from rloss.errors import ArgumentParser
 
 CONFIG_DIR = configs_path() / "demo"
 """The shipped ``configs/demo`` (the repository's folder, installed with the package)."""
-
-Phase = Literal["phase1", "phase2", "both"]
-
-
-@dataclass(frozen=True)
-class Run:
-    """One training, described by data: ``name`` (output folder and log name), ``label`` (table row),
-    ``configs`` (files of the config folder, composed in order), ``phase``: "phase1" (from scratch,
-    phase-1 steps; its last checkpoint starts the phase-2 runs), "phase2" (fine-tunes the phase-1
-    weights for the phase-2 steps) or "both" (from scratch for phase 1 + 2 steps); ``result``: its
-    key in results.json (None: not reported); ``panel``: its column title in predictions.png."""
-
-    name: str
-    label: str
-    configs: tuple[str, ...]
-    phase: Phase
-    result: str | None = None
-    panel: str | None = None
-
-
-RUNS: tuple[Run, ...] = (
-    Run("pce_phase1", "pCE, phase 1", ("base.yaml", "pce.yaml"), "phase1"),
-    Run("pce", "pCE (phase 1 + continued)", ("base.yaml", "pce.yaml", "finetune.yaml"), "phase2", "pce", "pCE"),
-    Run("densecrf", "pCE + DenseCRF", ("base.yaml", "finetune.yaml", "densecrf.yaml"), "phase2", "pce+densecrf",
-        "pCE + DenseCRF"),
-    Run("ncut", "pCE + normalized cut", ("base.yaml", "finetune.yaml", "ncut.yaml"), "phase2", "pce+ncut"),
-    Run("gatedcrf", "pCE + gated CRF", ("base.yaml", "finetune.yaml", "gatedcrf.yaml"), "phase2", "pce+gatedcrf"),
-    Run("size", "pCE + size", ("base.yaml", "finetune.yaml", "size.yaml"), "phase2", "pce+size"),
-    Run("full", "full supervision", ("base.yaml", "full.yaml"), "both", "full"),
-)
-RESULT_KEYS: tuple[str, ...] = tuple(run.result for run in RUNS if run.result)
-
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = ArgumentParser(
@@ -104,54 +72,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
-def cli_args(run: Run, args: argparse.Namespace, output: Path, phase1: Path | None) -> list[str]:
-    """The ``rloss fit`` command line of ``run`` (its configs plus the demo's overrides)."""
-    argv = ["fit"]
-    for name in run.configs:
-        argv += ["--config", str(Path(args.config_dir) / name)]
-    argv += [
-        f"--seed_everything={args.seed}",
-        f"--data.init_args.seed={args.seed}",
-        f"--trainer.logger.init_args.save_dir={output / 'logs'}",
-        f"--trainer.logger.init_args.name={run.name}",
-        f"--checkpoint.dirpath={output / run.name / 'checkpoints'}",
-        f"--trainer.default_root_dir={output / run.name}",
-    ]
-    for key, value in (("num_train", args.num_train), ("num_val", args.num_val), ("size", args.size)):
-        if value is not None:
-            argv.append(f"--data.init_args.{key}={value}")
-    if args.quick:
-        argv += ["--data.init_args.batch_size=4", "--data.init_args.num_test=2", "--trainer.log_every_n_steps=1"]
-    if run.phase == "phase2":
-        assert phase1 is not None
-        argv.append(f"--model.init_weights={phase1}")
-        if args.finetune_steps is not None:
-            argv.append(f"--trainer.max_steps={args.finetune_steps}")
-    elif run.phase == "both":
-        if args.steps is not None or args.finetune_steps is not None:
-            argv.append(f"--trainer.max_steps={total_steps(args)}")
-    elif args.steps is not None:
-        argv.append(f"--trainer.max_steps={args.steps}")
-    return argv
-
-
-def phase_steps(args: argparse.Namespace) -> tuple[int, int]:
-    """(phase-1 steps, phase-2 steps): the options, else the configs' trainer.max_steps."""
-    import yaml
-
-    def config_steps(name: str) -> int:
-        return int(yaml.safe_load((Path(args.config_dir) / name).read_text())["trainer"]["max_steps"])
-
-    steps = args.steps if args.steps is not None else config_steps("base.yaml")
-    finetune = args.finetune_steps if args.finetune_steps is not None else config_steps("finetune.yaml")
-    return steps, finetune
-
-
-def total_steps(args: argparse.Namespace) -> int:
-    """Phase-1 + phase-2 steps (full supervision trains this long)."""
-    return sum(phase_steps(args))
-
-
 def train(run: Run, args: argparse.Namespace, output: Path, phase1: Path | None):
     """Fit ``run`` through the CLI, validate it; returns (cli, mIoU %, seconds)."""
     from rloss.cli import run_cli
@@ -169,55 +89,6 @@ def last_checkpoint(cli) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"phase 1 wrote no checkpoint at {path}")
     return path
-
-
-@torch.no_grad()
-def save_predictions(path: Path, models: dict, dataset, count: int) -> None:
-    """A figure: one row per validation image, columns image / scribbles / models... / ground truth."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
-
-    from rloss.data.constants import IGNORE_INDEX
-
-    count = min(count, len(dataset))
-    items = [dataset[i] for i in range(count)]
-    images = torch.stack([item["image"] for item in items])
-    predictions = {}
-    for name, model in models.items():
-        model.eval()
-        predictions[name] = model(images).argmax(dim=1)
-    colours = ["#202020", "#e6550d", "#31a354", "#3182bd", "#9e9ac8", "#fdd0a2", "#c7e9c0", "#9ecae1"]
-    num_classes = max(4, int(max(item["mask"].max() for item in items)) + 1)
-    cmap = ListedColormap(colours[:num_classes] if num_classes <= len(colours) else plt.cm.tab20.colors[:num_classes])
-    scribble_cmap = ListedColormap(["#ffffff", *cmap.colors[1:]])
-    columns = ["image", "scribbles", *models, "ground truth"]
-    fig, axes = plt.subplots(count, len(columns), figsize=(2.0 * len(columns), 2.0 * count + 0.3), squeeze=False)
-    for row, item in enumerate(items):
-        scribble = item["scribble"].numpy().astype(float)
-        scribble[scribble == IGNORE_INDEX] = float("nan")
-        panels = [
-            ("image", item["image"].permute(1, 2, 0).numpy().astype("uint8"), {}),
-            ("scribbles", item["image"].permute(1, 2, 0).numpy().astype("uint8") // 3, {}),
-            *[(name, predictions[name][row].numpy(), {"cmap": cmap, "vmin": 0, "vmax": num_classes - 1})
-              for name in models],
-            ("ground truth", item["mask"].numpy(), {"cmap": cmap, "vmin": 0, "vmax": num_classes - 1}),
-        ]
-        for col, (title, array, kwargs) in enumerate(panels):
-            ax = axes[row, col]
-            ax.imshow(array, interpolation="nearest", **kwargs)
-            if title == "scribbles":  # background strokes in white: visible on the darkened image
-                ax.imshow(scribble, cmap=scribble_cmap, vmin=0, vmax=num_classes - 1, interpolation="nearest")
-            if row == 0:
-                ax.set_title(title, fontsize=10)
-            ax.set_xticks([])
-            ax.set_yticks([])
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
 
 
 def write_json(path: Path, data: dict) -> None:
