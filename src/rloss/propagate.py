@@ -1,12 +1,16 @@
 """Scribbles -> dense mask for one image: optimize per-pixel logits under pCE + regularizers.
 
 ``rloss propagate --image IMG --scribbles PNG --output MASK.png [--regularizer densecrf|ncut|...]``
-or, with folders, ``--image DIR --scribbles DIR --output DIR`` (files matched by stem).
+or, with folders, ``--image DIR --scribbles DIR --output DIR`` (files matched by stem; images
+without a scribble file are reported and skipped). Defaults and what they were chosen against:
+benchmarks/propagate.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +24,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from rloss.atomic import atomic_path
-from rloss.data.base import IMAGE_SUFFIXES, read_image, read_label
+from rloss.data.files import IMAGE_SUFFIXES, read_image, read_label
 from rloss.data.constants import IGNORE_INDEX, PAD_INDEX, VOC_CLASSES, voc_palette
 from rloss.losses import partial_cross_entropy
 from rloss.regularizers import REGISTRY, Regularizer, build_regularizer
@@ -28,11 +32,23 @@ from rloss.regularizers import REGISTRY, Regularizer, build_regularizer
 DEFAULT_WIDTH: int = 128
 """Long side (px) of the working resolution the logits are optimized at."""
 
-DEFAULT_WEIGHTS: dict[str, float] = {"densecrf": 1.0, "ncut": 1.0, "size": 1.0}
+DEFAULT_STEPS: int = 100
+DEFAULT_LR: float = 0.3
+"""Adam steps and learning rate (logits move at most about steps x lr: 30 from 0)."""
+
+DEFAULT_WEIGHTS: dict[str, float] = {"densecrf": 1.0, "ncut": 1.0, "gatedcrf": 1.0, "size": 1.0}
 """Weight of each regularizer in ``rloss propagate`` (losses normalized per ROI pixel)."""
 
-SIGMA_XY_FRACTION: float = 0.05
-"""Spatial bandwidth of the affinity regularizers as a fraction of the working width."""
+SIGMA_XY_FRACTION: float = 0.1
+"""Spatial bandwidth of the dense affinity regularizers as a fraction of the working width."""
+
+SIGMA_RGB: float = 8.0
+"""Colour bandwidth (RGB levels 0..255) of the affinity regularizers: sharper than training's 15,
+since here the affinity alone decides every unlabeled pixel."""
+
+GATED_SIGMA_XY: float = 2.0
+GATED_RADIUS: int = 2
+"""Gated CRF window at the working resolution: sigma_xy and radius in working pixels."""
 
 
 def _as_chw(image: Tensor | np.ndarray) -> Tensor:
@@ -63,7 +79,7 @@ def voronoi_baseline(scribbles: Tensor | np.ndarray) -> Tensor:
     return scribbles[torch.from_numpy(rows), torch.from_numpy(cols)]
 
 
-def _downsample_scribbles(onehot: Tensor, size: tuple[int, int]) -> Tensor:
+def downsample_scribbles(onehot: Tensor, size: tuple[int, int]) -> Tensor:
     """Local labels (h,w) from one-hot scribbles (K,H,W): the class covering most of each cell
     (area pooling keeps thin strokes), 255 where no scribble falls."""
     coverage = F.interpolate(onehot[None], size=size, mode="area")[0]
@@ -71,20 +87,53 @@ def _downsample_scribbles(onehot: Tensor, size: tuple[int, int]) -> Tensor:
     return torch.where(best > 0, labels, torch.full_like(labels, IGNORE_INDEX))
 
 
+def working_size(size: tuple[int, int], width: int) -> tuple[int, int]:
+    """(h, w) of the working resolution for an image of ``size`` (H, W): long side ``width`` px
+    (never upsampled)."""
+    scale = min(1.0, width / max(size))
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
 def propagate(
     image: Tensor | np.ndarray,
     scribbles: Tensor | np.ndarray,
-    regularizers: Sequence[Regularizer],
-    steps: int = 300,
-    lr: float = 0.1,
+    regularizers: Sequence[Regularizer] | None = None,
+    steps: int = DEFAULT_STEPS,
+    lr: float = DEFAULT_LR,
     width: int = DEFAULT_WIDTH,
 ) -> Tensor:
-    """Dense mask int64 (H,W) from scribbles (H,W) (class ids, 255 unlabeled) on image RGB 0..255.
+    """Dense mask int64 (H,W) from scribbles (H,W) (class ids, 255 unlabeled) on image RGB 0..255:
+    the argmax of :func:`propagate_probs` (regularizers: default DenseCRF)."""
+    classes, probs = propagate_probs(image, scribbles, regularizers, steps, lr, width)
+    return classes[probs[0].argmax(0)]
 
-    Per-pixel logits over the scribbled classes only, at a working resolution whose long side
-    is ``width`` px, are optimized with Adam (``steps``, ``lr``) under pCE +
-    sum(regularizers); the probabilities are upsampled (bilinear) to full size and argmaxed.
+
+def check_settings(steps: int, lr: float, width: int, prefix: str = "") -> None:
+    """ValueError naming the setting (``prefix`` + name, e.g. ``--width``) unless steps and width are
+    integers >= 1 and lr is a finite number > 0."""
+    for name, value in (("steps", steps), ("width", width)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{prefix}{name} must be an integer >= 1, got {value!r}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"{prefix}lr must be a finite number > 0, got {lr!r}")
+
+
+def propagate_probs(
+    image: Tensor | np.ndarray,
+    scribbles: Tensor | np.ndarray,
+    regularizers: Sequence[Regularizer] | None = None,
+    steps: int = DEFAULT_STEPS,
+    lr: float = DEFAULT_LR,
+    width: int = DEFAULT_WIDTH,
+) -> tuple[Tensor, Tensor]:
+    """(classes (K,) int64, probs (1, K, H, W)): the scribbled class ids and their probabilities.
+
+    Per-pixel logits over the scribbled classes only, at a working resolution whose long side is
+    ``width`` px, are optimized with Adam (``steps``, ``lr``, from 0) under pCE + sum(regularizers),
+    each bound to the working image once (its affinity built once); the probabilities are upsampled
+    (bilinear) to full size. A single scribbled class gives probability 1 everywhere.
     """
+    check_settings(steps, lr, width)
     image = _as_chw(image)
     scribbles = torch.as_tensor(np.asarray(scribbles) if not isinstance(scribbles, Tensor) else scribbles).long()
     if tuple(scribbles.shape) != tuple(image.shape[1:]):
@@ -97,50 +146,46 @@ def propagate(
     if classes.numel() == 0:
         raise ValueError("scribbles hold no labeled pixel; expected at least one class id != 255")
     if classes.numel() == 1:
-        return torch.full_like(scribbles, int(classes[0]))
-    height, full_w = scribbles.shape
-    scale = min(1.0, width / max(height, full_w))
-    size = (max(1, round(height * scale)), max(1, round(full_w * scale)))
+        return classes, torch.ones(1, 1, *scribbles.shape)
+    size = working_size(tuple(scribbles.shape), width)
     onehot = (scribbles[None] == classes[:, None, None]).float()
-    labels = _downsample_scribbles(onehot, size)[None]
+    labels = downsample_scribbles(onehot, size)[None]
     small = F.interpolate(image[None], size=size, mode="area").clamp(0, 255)
+    if regularizers is None:
+        regularizers = [default_regularizer("densecrf", width)]
+    bound = [regularizer.bind(small) for regularizer in regularizers]
     logits = torch.zeros(1, classes.numel(), *size, requires_grad=True)
     optimizer = torch.optim.Adam([logits], lr=lr)
-    for _ in range(steps):  # the same ``small`` tensor every step: the regularizers reuse its lattice
+    for _ in range(steps):
         optimizer.zero_grad()
         probs = logits.softmax(1)
         loss = partial_cross_entropy(logits, labels)
-        for regularizer in regularizers:
-            loss = loss + regularizer(small, probs, None, labels)
+        for regularizer in bound:
+            loss = loss + regularizer(probs, None, labels)
         loss.backward()
         optimizer.step()
     with torch.no_grad():
-        probs = F.interpolate(logits.softmax(1), size=(height, full_w), mode="bilinear", align_corners=False)
-    return classes[probs[0].argmax(0)]
+        probs = F.interpolate(logits.softmax(1), size=tuple(scribbles.shape), mode="bilinear", align_corners=False)
+    return classes, probs
 
 
 def default_regularizer(name: str, width: int = DEFAULT_WIDTH) -> Regularizer:
-    """``name`` with the propagate defaults: weight from DEFAULT_WEIGHTS, and for the affinity
-    losses sigma_xy = SIGMA_XY_FRACTION x width (bandwidths in working-resolution pixels)."""
+    """``name`` with the propagate defaults (bandwidths in working-resolution pixels): weight from
+    DEFAULT_WEIGHTS; the dense affinity losses sigma_rgb SIGMA_RGB and sigma_xy SIGMA_XY_FRACTION x
+    width; the gated CRF sigma_rgb SIGMA_RGB on a GATED_RADIUS window at the working resolution."""
     kwargs: dict[str, float] = {"weight": DEFAULT_WEIGHTS.get(name, 1.0)}
     if name in ("densecrf", "ncut"):
-        kwargs["sigma_xy"] = SIGMA_XY_FRACTION * width
+        kwargs.update(sigma_rgb=SIGMA_RGB, sigma_xy=SIGMA_XY_FRACTION * width)
+    elif name == "gatedcrf":
+        kwargs.update(sigma_rgb=SIGMA_RGB, sigma_xy=GATED_SIGMA_XY, radius=GATED_RADIUS, scale_factor=1.0)
     return build_regularizer(name, **kwargs)
 
 
 def load_pair(image_path: Path, scribble_path: Path, num_classes: int) -> tuple[Tensor, Tensor]:
     """Read an image (3,H,W) float 0..255 and its scribbles (H,W) int64; ValueError naming the
-    file when it cannot be read, sizes differ, a class id is >= num_classes or nothing is scribbled."""
-    try:
-        image = read_image(image_path)
-    except (OSError, SyntaxError) as error:
-        raise ValueError(f"{image_path}: cannot read it as an image ({error}); expected an RGB image file") from error
-    try:
-        scribbles = read_label(scribble_path, num_classes, image.shape[-2:])
-    except (OSError, SyntaxError) as error:
-        raise ValueError(
-            f"{scribble_path}: cannot read it as a PNG ({error}); expected a single-channel PNG of class ids"
-        ) from error
+    file when it cannot be decoded, sizes differ, a class id is >= num_classes or nothing is scribbled."""
+    image = read_image(image_path)
+    scribbles = read_label(scribble_path, num_classes, image.shape[-2:])
     if not labeled_mask(scribbles).any():
         raise ValueError(
             f"{scribble_path}: holds no scribble; expected at least one pixel with a class id "
@@ -157,8 +202,23 @@ def write_mask(mask: Tensor, path: Path) -> None:
         image.save(tmp, format="PNG")
 
 
+def check_output(output: Path, folder: bool) -> None:
+    """ValueError naming ``--output`` unless masks can be written there: a file path (not an existing
+    folder) or, with ``folder``, a folder path (not an existing file); no part above it a file."""
+    if folder and output.exists() and not output.is_dir():
+        raise ValueError(f"--output {output}: is a file; expected a folder since --image is a folder")
+    if not folder and output.is_dir():
+        raise ValueError(f"--output {output}: is a folder; expected the path of a mask PNG")
+    for parent in output.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"--output {output}: {parent} is a file, not a folder")
+            break
+
+
 def _pairs(image: Path, scribbles: Path, output: Path) -> list[tuple[Path, Path, Path]]:
-    """(image, scribbles, output) files: one triple, or folders matched by file stem."""
+    """(image, scribbles, output) files: one triple, or folders matched by file stem; in folder
+    mode every image without a scribble file is reported on stderr (one line each) and skipped."""
     if not image.is_dir():
         return [(image, scribbles, output)]
     if not scribbles.is_dir():
@@ -170,6 +230,9 @@ def _pairs(image: Path, scribbles: Path, output: Path) -> list[tuple[Path, Path,
         raise ValueError(
             f"no image of {image} has a scribble PNG of the same stem (or <stem>_scribble.png) in {scribbles}"
         )
+    for stem in sorted(images.keys() - pngs.keys()):
+        print(f"rloss propagate: warning: {images[stem]}: no {stem}.png or {stem}_scribble.png in "
+              f"{scribbles}; skipped", file=sys.stderr)
     return [(images[s], pngs[s], output / f"{s}.png") for s in stems]
 
 
@@ -183,8 +246,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="regularizer(s) added to pCE (repeatable); default densecrf",
     )
     parser.add_argument("--num-classes", type=int, default=len(VOC_CLASSES), help="class ids must be below it")
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="Adam steps")
+    parser.add_argument("--lr", type=float, default=DEFAULT_LR, help="Adam learning rate")
     parser.add_argument("--width", type=int, default=DEFAULT_WIDTH, help="working long side in px")
     return parser.parse_args(list(argv))
 
@@ -192,6 +255,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str]) -> int:
     """``rloss propagate ...``: write one mask per (image, scribbles) pair; returns 0."""
     args = parse_args(argv)
+    check_settings(args.steps, args.lr, args.width, prefix="--")
+    check_output(args.output, folder=args.image.is_dir())
     regularizers = [default_regularizer(name, args.width) for name in args.regularizer or ["densecrf"]]
     pairs = _pairs(args.image, args.scribbles, args.output)
     for image_path, scribble_path, _ in pairs:  # every input is valid before anything is written
