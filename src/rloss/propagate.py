@@ -18,16 +18,17 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from scipy import ndimage
 from torch import Tensor
 from tqdm import tqdm
 
-from rloss.atomic import atomic_path
-from rloss.data.files import IMAGE_SUFFIXES, read_image, read_label
-from rloss.data.constants import IGNORE_INDEX, PAD_INDEX, VOC_CLASSES, voc_palette
+from rloss.data.constants import IGNORE_INDEX, VOC_CLASSES
+from rloss.data.files import IMAGE_SUFFIXES, read_image, read_label, write_label_png
+from rloss.errors import ArgumentParser
 from rloss.losses import partial_cross_entropy
-from rloss.regularizers import REGISTRY, Regularizer, build_regularizer
+from rloss.regularizers import REGISTRY, GatedCRFLoss, Regularizer, build_regularizer
+from rloss.regularizers.affinity import DenseAffinityRegularizer
+from rloss.validation import check_labels
 
 DEFAULT_WIDTH: int = 128
 """Long side (px) of the working resolution the logits are optimized at."""
@@ -62,8 +63,9 @@ def _as_chw(image: Tensor | np.ndarray) -> Tensor:
 
 
 def labeled_mask(scribbles: Tensor) -> Tensor:
-    """Bool (H,W): pixels that carry a class id (not 255 unlabeled, not 254 padding)."""
-    return (scribbles != IGNORE_INDEX) & (scribbles != PAD_INDEX)
+    """Bool (H,W): pixels that carry a class id (not 255 unlabeled, not 254 padding); ValueError for
+    ids outside 0..255 (:func:`rloss.validation.check_labels`)."""
+    return check_labels(scribbles, IGNORE_INDEX, "scribbles")
 
 
 def voronoi_baseline(scribbles: Tensor | np.ndarray) -> Tensor:
@@ -174,9 +176,10 @@ def default_regularizer(name: str, width: int = DEFAULT_WIDTH) -> Regularizer:
     DEFAULT_WEIGHTS; the dense affinity losses sigma_rgb SIGMA_RGB and sigma_xy SIGMA_XY_FRACTION x
     width; the gated CRF sigma_rgb SIGMA_RGB on a GATED_RADIUS window at the working resolution."""
     kwargs: dict[str, float] = {"weight": DEFAULT_WEIGHTS.get(name, 1.0)}
-    if name in ("densecrf", "ncut"):
+    cls = REGISTRY[name]
+    if issubclass(cls, DenseAffinityRegularizer):
         kwargs.update(sigma_rgb=SIGMA_RGB, sigma_xy=SIGMA_XY_FRACTION * width)
-    elif name == "gatedcrf":
+    elif issubclass(cls, GatedCRFLoss):
         kwargs.update(sigma_rgb=SIGMA_RGB, sigma_xy=GATED_SIGMA_XY, radius=GATED_RADIUS, scale_factor=1.0)
     return build_regularizer(name, **kwargs)
 
@@ -192,14 +195,6 @@ def load_pair(image_path: Path, scribble_path: Path, num_classes: int) -> tuple[
             f"0..{num_classes - 1} (255 = unlabeled)"
         )
     return image, scribbles
-
-
-def write_mask(mask: Tensor, path: Path) -> None:
-    """Save mask (H,W) class ids as a VOC-palette 'P' PNG, atomically."""
-    image = Image.fromarray(mask.numpy().astype(np.uint8), mode="L")
-    image.putpalette(voc_palette())
-    with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG")
 
 
 def check_output(output: Path, folder: bool) -> None:
@@ -237,7 +232,7 @@ def _pairs(image: Path, scribbles: Path, output: Path) -> list[tuple[Path, Path,
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="rloss propagate", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="rloss propagate", description=__doc__.split("\n")[0])
     parser.add_argument("--image", type=Path, required=True, help="image file or folder")
     parser.add_argument("--scribbles", type=Path, required=True, help="scribble PNG (255 = unlabeled) or folder")
     parser.add_argument("--output", type=Path, required=True, help="mask PNG or folder")
@@ -265,6 +260,6 @@ def main(argv: Sequence[str]) -> int:
         image, scribbles = load_pair(image_path, scribble_path, args.num_classes)
         start = time.perf_counter()
         mask = propagate(image, scribbles, regularizers, args.steps, args.lr, args.width)
-        write_mask(mask, output_path)
+        write_label_png(mask, output_path)
         tqdm.write(f"{output_path} ({time.perf_counter() - start:.1f} s)")
     return 0
