@@ -32,7 +32,8 @@ from scipy import ndimage
 from torch import Tensor, nn
 
 from rloss.data.constants import IGNORE_INDEX
-from rloss.data.synthetic import SYNTHETIC_CLASSES, SyntheticScribbleDataset
+from rloss.data.synthetic import SyntheticScribbleDataset
+from rloss.data.synthetic_scenes import SYNTHETIC_CLASSES
 from rloss.metrics import class_iou, mean_iou
 from rloss.models.backbones import build_backbone
 

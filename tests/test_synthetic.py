@@ -9,12 +9,8 @@ from PIL import Image
 from scipy import ndimage
 
 from rloss.data.constants import IGNORE_INDEX
-from rloss.data.synthetic import (
-    SYNTHETIC_CLASSES,
-    SyntheticScribbleDataModule,
-    SyntheticScribbleDataset,
-    generate_sample,
-)
+from rloss.data.synthetic import SyntheticScribbleDataModule, SyntheticScribbleDataset
+from rloss.data.synthetic_scenes import SYNTHETIC_CLASSES, generate_sample
 
 SIZE = 64
 NUM_IMAGES = 50

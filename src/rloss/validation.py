@@ -26,6 +26,14 @@ def check_integer(value: int, name: str, minimum: int) -> int:
     return int(value)
 
 
+def check_fraction(value: float, name: str, low: float, high: float) -> float:
+    """Return ``value`` as float if it lies strictly between ``low`` and ``high``."""
+    value = float(value)
+    if not low < value < high:
+        raise ValueError(f"{name} must be in ({low}, {high}), got {value}")
+    return value
+
+
 def check_finite(tensor: Tensor, name: str) -> None:
     if not torch.isfinite(tensor).all():
         bad = int((~torch.isfinite(tensor)).sum())

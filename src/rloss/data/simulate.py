@@ -2,7 +2,7 @@
 one or two smooth strokes inside every object region large enough to see, and a few long strokes on
 the background that go around objects, about 2-3% of the pixels in all, 3 px wide on 500 px images.
 
-The strokes are the synthetic data's (:mod:`rloss.data.synthetic`): smooth random walks that turn away
+The strokes are the synthetic data's (:mod:`rloss.data.strokes`): smooth random walks that turn away
 from region borders, rasterized with a margin from the boundary, so every scribble pixel agrees with
 the ground truth. Deterministic: the same mask and seed give the same scribbles.
 """
@@ -13,7 +13,7 @@ import numpy as np
 from scipy import ndimage
 
 from rloss.data.constants import IGNORE_INDEX
-from rloss.data.synthetic import SCRIBBLE_MARGIN, _background_walk, _rasterize
+from rloss.data.strokes import SCRIBBLE_MARGIN, background_walk, rasterize
 
 BACKGROUND: int = 0
 """Class id of the background (VOC): it gets the long strokes around the objects."""
@@ -39,7 +39,7 @@ def _object_strokes(rng: np.random.Generator, region: np.ndarray, width: int, co
     inside = depth >= min(SCRIBBLE_MARGIN + width / 2, 0.6 * depth.max())
     area = int(region.sum())
     lengths = rng.uniform(1.0, 2.0, count) * np.sqrt(area) / count
-    return [_background_walk(rng, inside, max(2, int(length))) for length in lengths]
+    return [background_walk(rng, inside, max(2, int(length))) for length in lengths]
 
 
 def simulate_scribbles(
@@ -69,7 +69,7 @@ def simulate_scribbles(
             if area >= MIN_REGION:
                 keep = ndimage.distance_transform_edt(region) >= SCRIBBLE_MARGIN
                 for stroke in _object_strokes(rng, region, width, 2 if area >= TWO_STROKES else 1):
-                    scribbles[_rasterize(stroke, side, width) & keep] = label
+                    scribbles[rasterize(stroke, side, width) & keep] = label
     budget = coverage * rng.uniform(0.8, 1.2) * truth.size - (scribbles != IGNORE_INDEX).sum()
     _background_strokes(rng, square, scribbles, max(budget, 0.3 * coverage * truth.size), width)
     return scribbles[:height, :full_w]
@@ -88,6 +88,6 @@ def _background_strokes(
     parts = [part for part in parts if part.sum() >= MIN_BACKGROUND * height * full_w]
     total = sum(part.sum() for part in parts)
     for part in parts:
-        walk = _background_walk(rng, part, int(budget * part.sum() / total / width))
+        walk = background_walk(rng, part, int(budget * part.sum() / total / width))
         if len(walk) > 1:
-            scribbles[_rasterize(walk, square.shape[0], width) & background] = BACKGROUND
+            scribbles[rasterize(walk, square.shape[0], width) & background] = BACKGROUND
