@@ -24,6 +24,7 @@ IMPORT_TO_DIST = {
     "segmentation_models_pytorch": "segmentation-models-pytorch",
     "pytorch_lightning": "pytorch-lightning",
     "pydensecrf": "pydensecrf2",
+    "skimage": "scikit-image",
 }
 # imported only through another declared package (e.g. torch pulls these in)
 IMPLIED = {
