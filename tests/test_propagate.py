@@ -27,7 +27,7 @@ def test_propagate_beats_nearest_scribble_and_the_previous_defaults_on_real_scri
     image, scribbles = load_pair(DATA / f"{stem}.jpg", DATA / f"{stem}_scribble.png", 21)
     truth = read_label(DATA / f"{stem}_gt.png", 21, image.shape[-2:])
     mask = propagate(image.permute(1, 2, 0).to(torch.uint8).numpy(), scribbles)
-    previous = propagate(image, scribbles, [build_regularizer("densecrf", sigma_xy=6.4)], steps=300, lr=0.1)
+    previous = propagate(image, scribbles, [build_regularizer("densecrf", sigma_xy=6.4)], steps=300, lr=0.1, iterations=0)
     ours, baseline = mean_iou(mask, truth, 21), mean_iou(voronoi_baseline(scribbles), truth, 21)
     print(f"{stem}: nearest scribble {baseline:.1f}, previous {mean_iou(previous, truth, 21):.1f}, "
           f"defaults {ours:.1f} mIoU")
@@ -35,6 +35,23 @@ def test_propagate_beats_nearest_scribble_and_the_previous_defaults_on_real_scri
     assert set(mask.unique().tolist()) <= set(scribbles.unique().tolist()) - {255}
     assert ours > baseline + 10.0
     assert ours > mean_iou(previous, truth, 21)
+
+
+def test_label_propagation_follows_colour_regions_and_keeps_the_scribbles() -> None:
+    """Two flat halves of different colour, one scribbled pixel in each far from the edge: every
+    pixel ends up most probable for its half's class; scribbled pixels stay one-hot."""
+    from rloss.propagate import propagate_labels
+
+    image = torch.full((1, 3, 20, 40), 40.0)
+    image[..., 20:] = 200.0
+    labels = torch.full((1, 20, 40), 255)
+    labels[0, 10, 2], labels[0, 10, 37] = 0, 1
+    probs = propagate_labels(image, labels, 2, iterations=50, width=40)
+    assert torch.allclose(probs.sum(1), torch.ones(1, 20, 40), atol=1e-5)
+    assert (probs[0].argmax(0)[:, :20] == 0).all() and (probs[0].argmax(0)[:, 20:] == 1).all()
+    assert float(probs[0, 0, 10, 2]) == 1.0 and float(probs[0, 1, 10, 37]) == 1.0
+    uniform = propagate_labels(image, labels, 2, iterations=0, width=40)
+    assert float(uniform[0, 0, 0, 0]) == 0.5
 
 
 def test_voronoi_baseline_copies_the_nearest_scribble() -> None:
@@ -158,7 +175,7 @@ def _no_compute(*args: object, **kwargs: object) -> None:
 
 @pytest.mark.parametrize(
     ("argument", "value"),
-    [("--width", "0"), ("--width", "-3"), ("--steps", "0"), ("--lr", "0"), ("--lr", "nan"), ("--lr", "-1")],
+    [("--width", "0"), ("--width", "-3"), ("--steps", "-1"), ("--iterations", "-1"), ("--lr", "0"), ("--lr", "nan"), ("--lr", "-1")],
 )
 def test_bad_settings_raise_naming_the_argument(
     argument: str, value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
