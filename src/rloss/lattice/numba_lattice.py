@@ -7,7 +7,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Callable, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -83,7 +83,12 @@ class NumbaLattice(Affinity):
     Values on another device are copied to the host and the results back.
     """
 
-    def __init__(self, features: Tensor, bounds: object = None, num_threads: int | None = None) -> None:
+    def __init__(
+        self,
+        features: Tensor,
+        bounds: tuple[Sequence[float], Sequence[float]] | None = None,
+        num_threads: int | None = None,
+    ) -> None:
         """features: (B, N, d) (any device/dtype). ``bounds`` is unused (the range is measured);
         ``num_threads``: host threads, default :func:`get_num_threads`."""
         if features.dim() != 3 or features.shape[1] == 0 or features.shape[2] == 0:

@@ -34,9 +34,9 @@ def constant(values: Sequence[float] | np.ndarray, dtype: torch.dtype, device: t
 class TorchLattice(Affinity):
     """Permutohedral lattice of a batch of point sets with torch tensors on their device.
 
-    Memory (12 x 257^2 pixels, d = 5): about 40 MB of per-point tables kept (vertex ids int64 and
-    weights), a few MB of vertex tables; the build peaks at a few hundred MB of float64/int64
-    temporaries, a 21-channel filter at about 5 (B N C) float32 buffers.
+    Memory (12 x 257^2 pixels, d = 5; benchmarks/lattice.py): 62 MiB kept (per-point vertex ids int64
+    and weights, vertex tables); the build peaks at about 400 MiB of float64/int64 temporaries, a
+    21-channel filter_and_transpose at about 130-190 MiB.
     """
 
     def __init__(self, features: Tensor, bounds: tuple[Sequence[float], Sequence[float]] | None = None) -> None:
