@@ -16,6 +16,7 @@ from rloss.lattice import ExactAffinity, bilateral_affinity, bilateral_features,
 
 
 def exact_bilateral_filter(images, values, sigma_rgb, sigma_xy):
+    """The brute-force reference (``backend="exact"``)."""
     return bilateral_filter(images, values, sigma_rgb, sigma_xy, backend="exact")
 
 
