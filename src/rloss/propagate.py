@@ -30,7 +30,7 @@ from rloss.lattice import bilateral_affinity
 from rloss.losses import partial_cross_entropy
 from rloss.regularizers import REGISTRY, GatedCRFLoss, Regularizer, build_regularizer
 from rloss.regularizers.affinity import DenseAffinityRegularizer
-from rloss.validation import check_labels
+from rloss.validation import check_integer, check_labels
 
 DEFAULT_WIDTH: int = 128
 """Long side (px) of the working resolution the logits are optimized at."""
@@ -123,8 +123,7 @@ def check_settings(steps: int, lr: float, width: int, iterations: int = DEFAULT_
     """ValueError naming the setting (``prefix`` + name, e.g. ``--width``) unless width is an integer
     >= 1, steps and iterations integers >= 0 and lr a finite number > 0."""
     for name, value, minimum in (("steps", steps, 0), ("width", width, 1), ("iterations", iterations, 0)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-            raise ValueError(f"{prefix}{name} must be an integer >= {minimum}, got {value!r}")
+        check_integer(value, prefix + name, minimum)
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"{prefix}lr must be a finite number > 0, got {lr!r}")
 

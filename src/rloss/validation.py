@@ -4,6 +4,7 @@ what was found and what was expected."""
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor
@@ -20,9 +21,9 @@ def check_positive(value: float, name: str) -> float:
 
 
 def check_integer(value: int, name: str, minimum: int) -> int:
-    """Return ``value`` as int if it is an integer (not a bool) >= ``minimum``."""
-    if isinstance(value, bool) or not float(value).is_integer() or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    """Return ``value`` as int if it is an int (or numpy integer; not a bool, not a float) >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
