@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rloss.lattice import Affinity, bilateral_affinity, bilateral_features, check_backend, resolve_backend
+from rloss.lattice import Affinity, bilateral_affinity, check_backend
 from rloss.validation import check_probs
 
 EPS: float = 1e-8
@@ -65,10 +65,8 @@ class DenseCRF:
     def kernels(self, images: Tensor) -> _Kernels:
         """Build both affinities of images (B, 3, H, W) RGB 0..255, once per batch."""
         appearance = bilateral_affinity(images, self.srgb_app, self.sxy_app, self.backend)
-        cls = resolve_backend(self.backend, images.device)
-        xy = bilateral_features(images, 1.0, self.sxy_smooth, cls.feature_dtype)[..., :2].contiguous()
-        h, w = images.shape[-2:]
-        return _Kernels(appearance, cls(xy, ([0.0, 0.0], [(w - 1) / self.sxy_smooth, (h - 1) / self.sxy_smooth])))
+        smoothness = bilateral_affinity(images, 1.0, self.sxy_smooth, self.backend, spatial_only=True)
+        return _Kernels(appearance, smoothness)
 
     def message(self, kernels: _Kernels, q: Tensor) -> Tensor:
         """sum_{j != i} k(i, j) Q_j (B, K, H, W): the filters minus their value at zero distance

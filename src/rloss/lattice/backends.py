@@ -44,14 +44,20 @@ def gaussian_affinity(
     return resolve_backend(backend, features.device)(features, bounds)
 
 
-def bilateral_affinity(images: Tensor, sigma_rgb: float, sigma_xy: float, backend: str = "auto") -> Affinity:
+def bilateral_affinity(
+    images: Tensor, sigma_rgb: float, sigma_xy: float, backend: str = "auto", spatial_only: bool = False
+) -> Affinity:
     """The RGBXY affinity W_ij = exp(-|p_i-p_j|^2 / 2 sigma_xy^2 - |I_i-I_j|^2 / 2 sigma_rgb^2) of
-    images (B, 3, H, W) RGB 0..255 (p in pixels), on the images' device."""
+    images (B, 3, H, W) RGB 0..255 (p in pixels), on the images' device; with ``spatial_only`` the XY
+    one, exp(-|p_i-p_j|^2 / 2 sigma_xy^2) (the images give only the grid; sigma_rgb is unused)."""
     cls = resolve_backend(backend, images.device)
     features = bilateral_features(images, sigma_rgb, sigma_xy, cls.feature_dtype)
     h, w = images.shape[-2:]
     rgb = 255.0 / sigma_rgb
-    return cls(features, ([0.0] * 5, [(w - 1) / sigma_xy, (h - 1) / sigma_xy, rgb, rgb, rgb]))
+    lo, hi = [0.0] * 5, [(w - 1) / sigma_xy, (h - 1) / sigma_xy, rgb, rgb, rgb]  # known feature bounds
+    if spatial_only:
+        return cls(features[..., :2].contiguous(), (lo[:2], hi[:2]))
+    return cls(features, (lo, hi))
 
 
 def bilateral_filter(
