@@ -1,5 +1,5 @@
 """Package layout (the rest is in setup.cfg): ``src/rloss`` and the top-level ``configs/`` folder,
-shipped as the data package ``rloss.configs`` (one copy of each file, found by rloss.config_files)."""
+shipped as the data package ``rloss.configs`` (one copy of each file, found by rloss.training.config_files)."""
 
 from setuptools import find_packages, setup
 

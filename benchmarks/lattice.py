@@ -47,7 +47,7 @@ from torch import Tensor
 
 import rloss
 import rloss.lattice as lattice
-from rloss.allocator import keep_freed_memory
+from rloss.utils.allocator import keep_freed_memory
 from rloss.lattice import bilateral_affinity, bilateral_features, bilateral_filter
 from rloss.lattice.geometry import elevation_scales, key_fields
 from rloss.lattice.numba_lattice import numba_kernels
@@ -737,7 +737,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"rloss commit: {code_version()}",
         f"torch {torch.__version__}, numba {numba.__version__}, pydensecrf2 {version('pydensecrf2')}",
         f"load average (1 / 5 / 15 min) at start: {load_average()}",
-        f"glibc keeps freed memory (rloss.allocator.keep_freed_memory, as the rloss command does): {allocator}",
+        f"glibc keeps freed memory (rloss.utils.allocator.keep_freed_memory, as the rloss command does): {allocator}",
     ]
     image_reps = args.reps or (2 if args.quick else 2 * len(paths))
     batch_reps = args.reps or (2 if args.quick else 7)

@@ -43,7 +43,7 @@ from rloss.crf import DenseCRF
 from rloss.data.files import read_image, read_label
 from rloss.data.simulate import simulate_scribbles
 from rloss.metrics import mean_iou
-from rloss.propagate import (
+from rloss.tools.propagate import (
     DEFAULT_WIDTH,
     SIGMA_RGB,
     SIGMA_XY_FRACTION,

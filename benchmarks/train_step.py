@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from rloss.allocator import keep_freed_memory
+from rloss.utils.allocator import keep_freed_memory
 from rloss.data.constants import IGNORE_INDEX
 from rloss.models import ScribbleSegmentation
 from rloss.regularizers import DenseCRFLoss

@@ -1,2 +1,2 @@
 """This folder ships inside the package as ``rloss.configs`` (data only; see setup.py and
-``rloss.config_files``). The file makes it a regular package, which editable installs need."""
+``rloss.training.config_files``). The file makes it a regular package, which editable installs need."""

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from rloss.allocator import keep_freed_memory
+from rloss.utils.allocator import keep_freed_memory
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from rloss.atomic import atomic_path, write_text_atomic
+from rloss.utils.atomic import atomic_path, write_text_atomic
 
 
 def test_success_replaces_with_normal_permissions(tmp_path) -> None:

@@ -147,7 +147,7 @@ def test_unknown_backend_is_named(where: str) -> None:
         "ncut": lambda: NormalizedCutLoss(backend="cuda"),
         "crf": lambda: DenseCRF(backend="cuda"),
     }[where]
-    with pytest.raises(ValueError, match="backend must be one of 'auto', 'numba', 'torch', 'exact', got 'cuda'"):
+    with pytest.raises(ValueError, match="backend must be one of 'auto', 'exact', 'numba', 'torch', got 'cuda'"):
         build()
 
 
@@ -169,7 +169,7 @@ def test_numba_threads_are_an_explicit_setting() -> None:
 
 
 def test_demo_threads_reach_the_lattice(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    from rloss import demo
+    from rloss.tools import demo
 
     seen = []
     monkeypatch.setattr(demo, "run_demo", lambda args, output: seen.append(lattice.get_num_threads()) or 0)

@@ -10,7 +10,7 @@ import torch
 from jsonargparse import Namespace
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
-from rloss.callbacks import WandbRunId
+from rloss.training.callbacks import WandbRunId
 
 
 def saved(path: Path, *loggers: object) -> Path:

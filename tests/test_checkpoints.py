@@ -13,10 +13,10 @@ import pytest
 import torch
 from pytorch_lightning import Trainer
 
-from rloss.atomic import temp_files
-from rloss.checkpoints import checkpoint_files, newest_usable_checkpoint
-from rloss.cli import main
-from rloss.errors import UserError
+from rloss.utils.atomic import temp_files
+from rloss.training.checkpoints import checkpoint_files, newest_usable_checkpoint
+from rloss.commands import main
+from rloss.utils.errors import UserError
 from rloss.models import ScribbleSegmentation
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -47,7 +47,7 @@ def save(path: Path, step: int) -> Path:
 
 KILLED_WRITER = """
 import os, signal, sys, torch
-from rloss.checkpoints import AtomicCheckpointIO
+from rloss.training.checkpoints import AtomicCheckpointIO
 io = AtomicCheckpointIO()
 io.save_checkpoint({"global_step": 1}, sys.argv[1])
 def dying_save(obj, f):  # writes part of the file, then the process is killed

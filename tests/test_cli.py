@@ -12,8 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from rloss.callbacks import WandbRunId
-from rloss.cli import main, run_cli, wandb_logged_in
+from rloss.training.callbacks import WandbRunId
+from rloss.commands import main
+from rloss.training.cli import run_cli, wandb_logged_in
 from rloss.models import ScribbleSegmentation
 from voc_fixtures import SIZES
 
@@ -121,14 +122,14 @@ def test_unknown_regularizer_lists_registered_names(voc_root: Path, capsys: pyte
 
 def test_tool_subcommands_dispatch_lazily(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    for module in ("rloss.data.prepare", "rloss.propagate", "rloss.demo"):
+    for module in ("rloss.tools.prepare_data", "rloss.tools.propagate", "rloss.tools.demo"):
         fake = types.ModuleType(module)
         fake.main = lambda argv, module=module: calls.append((module, argv)) or 0
         monkeypatch.setitem(sys.modules, module, fake)
     assert main(["data", "prepare", "--root", "x"]) == 0
     assert main(["propagate", "a"]) == 0
     assert main(["demo"]) == 0
-    assert calls == [("rloss.data.prepare", ["--root", "x"]), ("rloss.propagate", ["a"]), ("rloss.demo", [])]
+    assert calls == [("rloss.tools.prepare_data", ["--root", "x"]), ("rloss.tools.propagate", ["a"]), ("rloss.tools.demo", [])]
 
 
 def test_wandb_login_detection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -147,7 +148,7 @@ def test_wandb_login_detection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 def test_runs_without_wandb_login_default_to_offline(voc_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WANDB_MODE")
-    monkeypatch.setattr("rloss.cli.wandb_logged_in", lambda: False)
+    monkeypatch.setattr("rloss.training.cli.wandb_logged_in", lambda: False)
     run_cli(["fit", *tiny(voc_root, "--trainer.fast_dev_run", "true")])
     assert os.environ["WANDB_MODE"] == "offline"
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from rloss.cli import run_cli
+from rloss.training.cli import run_cli
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 EXPERIMENTS = sorted((CONFIGS / "experiments").glob("*.yaml"))

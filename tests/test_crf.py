@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from rloss.cli import run_cli
+from rloss.training.cli import run_cli
 from rloss.crf import DenseCRF
 from rloss.data.files import read_image, read_label
 from test_cli import tiny

@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from rloss.atomic import temp_files
+from rloss.utils.atomic import temp_files
 from rloss.data.constants import IGNORE_INDEX, PAD_INDEX, voc_palette
 from rloss.data.files import read_label, write_label_png
-from rloss.validation import check_labels
+from rloss.utils.checks import check_labels
 
 
 @pytest.mark.parametrize(("palette", "mode"), [(True, "P"), (False, "L")])

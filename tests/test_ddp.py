@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rloss.cli import run_cli
+from rloss.training.cli import run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning")]
 

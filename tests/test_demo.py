@@ -6,9 +6,9 @@ import json
 import struct
 from pathlib import Path
 
-from rloss.cli import main as cli_main
-from rloss.demo import main, parse_args
-from rloss.demo_runs import RESULT_KEYS, RUNS, cli_args
+from rloss.commands import main as cli_main
+from rloss.tools.demo import main, parse_args
+from rloss.tools.demo.runs import RESULT_KEYS, RUNS, cli_args
 
 
 def png_size(path: Path) -> tuple[int, int]:

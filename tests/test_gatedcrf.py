@@ -127,7 +127,7 @@ def test_registry_and_bad_arguments() -> None:
 
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 def test_config_file_trains(voc_root, tmp_path, monkeypatch) -> None:
-    from rloss.cli import run_cli
+    from rloss.training.cli import run_cli
     from test_cli import tiny
 
     monkeypatch.chdir(tmp_path)

@@ -7,13 +7,13 @@ import torch
 from torch import nn
 
 from rloss.data.constants import IGNORE_INDEX, PAD_INDEX
-from rloss.models import ScribbleSegmentation, build_backbone
-from rloss.models.backbones import TORCHVISION_MODELS
+from rloss.models import ScribbleSegmentation, backbone_names, build_backbone
 from rloss.models.segmentation import term_names
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:You are trying to `self.log\(\)`")
 
-BACKBONES = [*TORCHVISION_MODELS, "deeplab_largefov", "deeplabv3plus_mobilenet_v2", "deeplabv3plus_resnet101"]
+FAMILY_EXAMPLES = {"deeplabv3plus_<encoder>": ["deeplabv3plus_mobilenet_v2", "deeplabv3plus_resnet101"]}
+BACKBONES = [example for name in backbone_names() for example in FAMILY_EXAMPLES.get(name, [name])]
 
 
 @pytest.mark.parametrize("name", BACKBONES)
@@ -27,8 +27,8 @@ def test_backbones_return_logits_at_input_size(name: str) -> None:
 
 
 def test_unknown_backbone_lists_names() -> None:
-    with pytest.raises(ValueError, match="deeplab_largefov.*deeplabv3plus_<encoder>"):
-        build_backbone("unet", 21, None)
+    with pytest.raises(ValueError, match="deeplab_largefov.*deeplabv3plus_<encoder>.*unet"):
+        build_backbone("resnet", 21, None)
 
 
 def test_term_names_number_repeated_classes() -> None:

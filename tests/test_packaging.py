@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from rloss.config_files import configs_path, resolve_config, resolve_config_args
+from rloss.training.config_files import configs_path, resolve_config, resolve_config_args
 
 ROOT = Path(__file__).resolve().parents[1]
 # import name -> distribution name, where they differ
@@ -131,8 +131,8 @@ def test_wheel_install_runs_from_any_folder(tmp_path: Path) -> None:
     shipped = {p.relative_to(ROOT / "configs") for p in (ROOT / "configs").rglob("*") if p.suffix in (".yaml", ".md")}
     assert {p.relative_to(installed) for p in installed.rglob("*") if p.suffix in (".yaml", ".md")} == shipped
     script = (
-        "import rloss, rloss.demo; from rloss.config_files import configs_path, resolve_config; "
-        "print(rloss.__file__, rloss.demo.CONFIG_DIR, resolve_config('configs/experiments/deeplab_largefov_pce.yaml'))"
+        "import rloss, rloss.tools.demo; from rloss.training.config_files import configs_path, resolve_config; "
+        "print(rloss.__file__, rloss.tools.demo.CONFIG_DIR, resolve_config('configs/experiments/deeplab_largefov_pce.yaml'))"
     )
     module, demo_configs, experiment = run([sys.executable, "-c", script], elsewhere, target).split()
     assert Path(module).parent == target / "rloss"

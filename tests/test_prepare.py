@@ -16,7 +16,7 @@ from prepare_fixtures import (
 
 from rloss.data.archives import UnsafeArchiveError, safe_extract
 from rloss.data.download import Checksum, DownloadError, download
-from rloss.data.prepare import SCRIBBLE_DIR, main, prepare, resolve_archives
+from rloss.tools.prepare_data import SCRIBBLE_DIR, main, prepare, resolve_archives
 from rloss.data.scribbles import UnknownScribbleClassError, read_scribbles
 
 VOC_TAR = "VOCtrainval_11-May-2012.tar"

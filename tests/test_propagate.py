@@ -10,12 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-import rloss.propagate
-from rloss.cli import main
+import rloss.tools.propagate
+from rloss.commands import main
 from rloss.data.constants import voc_palette
 from rloss.data.files import read_label
 from rloss.metrics import mean_iou
-from rloss.propagate import load_pair, propagate, voronoi_baseline
+from rloss.tools.propagate import load_pair, propagate, voronoi_baseline
 from rloss.regularizers import build_regularizer
 
 DATA = Path(__file__).parent / "data"
@@ -40,7 +40,7 @@ def test_propagate_beats_nearest_scribble_and_the_previous_defaults_on_real_scri
 def test_label_propagation_follows_colour_regions_and_keeps_the_scribbles() -> None:
     """Two flat halves of different colour, one scribbled pixel in each far from the edge: every
     pixel ends up most probable for its half's class; scribbled pixels stay one-hot."""
-    from rloss.propagate import propagate_labels
+    from rloss.tools.propagate import propagate_labels
 
     image = torch.full((1, 3, 20, 40), 40.0)
     image[..., 20:] = 200.0
@@ -129,7 +129,7 @@ def test_bad_input_raises_naming_the_file_and_writes_nothing(case: str, tmp_path
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(ValueError, match=message) as error:
-        rloss.propagate.main(["--image", str(DATA / "2011_003223.jpg"), "--scribbles", str(scribbles),
+        rloss.tools.propagate.main(["--image", str(DATA / "2011_003223.jpg"), "--scribbles", str(scribbles),
                               "--output", str(out / "mask.png"), *FAST])
     assert str(scribbles) in str(error.value)
     assert not any(out.iterdir())
@@ -139,7 +139,7 @@ def test_unreadable_image_raises_naming_it(tmp_path: Path) -> None:
     image = tmp_path / "broken.jpg"
     image.write_bytes(b"\xff\xd8 truncated")
     with pytest.raises(ValueError, match="cannot decode") as error:
-        rloss.propagate.main(["--image", str(image), "--scribbles", str(DATA / "2011_003223_scribble.png"),
+        rloss.tools.propagate.main(["--image", str(image), "--scribbles", str(DATA / "2011_003223_scribble.png"),
                               "--output", str(tmp_path / "mask.png")])
     assert str(image) in str(error.value)
     assert not (tmp_path / "mask.png").exists()
@@ -164,7 +164,7 @@ def test_folder_with_one_bad_pair_writes_nothing(tmp_path: Path) -> None:
     shutil.copy(DATA / "2011_003223.jpg", images)
     bad = _save_label(scribbles / "2011_003223.png", np.full((375, 500), 255))
     with pytest.raises(ValueError, match="holds no scribble") as error:
-        rloss.propagate.main(["--image", str(images), "--scribbles", str(scribbles), "--output", str(out), *FAST])
+        rloss.tools.propagate.main(["--image", str(images), "--scribbles", str(scribbles), "--output", str(out), *FAST])
     assert str(bad) in str(error.value)
     assert not out.exists() or not any(out.iterdir())
 
@@ -180,9 +180,9 @@ def _no_compute(*args: object, **kwargs: object) -> None:
 def test_bad_settings_raise_naming_the_argument(
     argument: str, value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(rloss.propagate, "propagate", _no_compute)
+    monkeypatch.setattr(rloss.tools.propagate, "propagate", _no_compute)
     with pytest.raises(ValueError, match=f"^{argument} must be") as error:
-        rloss.propagate.main(["--image", str(DATA / "2011_003223.jpg"), "--scribbles",
+        rloss.tools.propagate.main(["--image", str(DATA / "2011_003223.jpg"), "--scribbles",
                               str(DATA / "2011_003223_scribble.png"), "--output", str(tmp_path / "m.png"),
                               argument, value])
     assert len(str(error.value).splitlines()) == 1
@@ -220,9 +220,9 @@ def test_bad_output_raises_naming_it_before_computing(
     make, message = BAD_OUTPUTS[case]
     image, output = make(tmp_path)
     scribbles = DATA / "2011_003223_scribble.png" if image.is_file() else DATA
-    monkeypatch.setattr(rloss.propagate, "propagate", _no_compute)
+    monkeypatch.setattr(rloss.tools.propagate, "propagate", _no_compute)
     with pytest.raises(ValueError, match=message) as error:
-        rloss.propagate.main(["--image", str(image), "--scribbles", str(scribbles), "--output", str(output)])
+        rloss.tools.propagate.main(["--image", str(image), "--scribbles", str(scribbles), "--output", str(output)])
     assert str(error.value).startswith(f"--output {output}:")
 
 

@@ -16,10 +16,11 @@ import torch
 from PIL import Image
 
 import rloss.data.verify
-from rloss.cli import drop_noise, main
+from rloss.commands import main
+from rloss.training.cli import drop_noise
 from rloss.data.constants import IGNORE_INDEX, VOC_DIR
 from rloss.data.voc import VOCScribbleDataModule
-from rloss.errors import DataError
+from rloss.utils.errors import DataError
 from rloss.models import ScribbleSegmentation
 from rloss.regularizers import DenseCRFLoss, SizeLoss
 from voc_fixtures import save_label

@@ -2,7 +2,7 @@
 
 import sys
 
-from rloss.cli import main
+from rloss.commands import main
 
 if __name__ == "__main__":
     sys.exit(main())

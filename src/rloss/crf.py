@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from rloss.lattice import Affinity, bilateral_affinity, check_backend
-from rloss.validation import check_probs
+from rloss.utils.checks import check_probs
 
 EPS: float = 1e-8
 """Floor of the probabilities before the log of the unary term."""
@@ -37,7 +37,7 @@ class DenseCRF:
         sxy_smooth, w_smooth: smoothness kernel std in pixels, and weight.
         damping: step size in (0, 1]: Q <- (1 - damping) Q + damping softmax(-U + message(Q)).
             1 is the standard parallel update.
-        backend: the affinities (:data:`rloss.lattice.BACKEND_NAMES`); "auto": the Numba lattice
+        backend: the affinities (:func:`rloss.lattice.backend_names`); "auto": the Numba lattice
             for CPU tensors, the torch lattice on other devices.
     """
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rloss.data.constants import IGNORE_INDEX
-from rloss.validation import check_labels
+from rloss.utils.checks import check_labels
 
 
 def partial_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:

@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from rloss.atomic import atomic_path
+from rloss.utils.atomic import atomic_path
 from rloss.data.constants import voc_palette
-from rloss.validation import check_labels
+from rloss.utils.checks import check_labels
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 """File name endings read as images (lower case)."""

@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from rloss.data.base import SegmentationDataModule
+from rloss.data.base import SegmentationDataModule, Split
 from rloss.data.synthetic_scenes import MIN_SIZE, SPLITS, SYNTHETIC_CLASSES, SyntheticSample, generate_sample, sample_seed
-from rloss.validation import check_fraction, check_integer
+from rloss.utils.checks import check_fraction, check_integer
 
 
 class SyntheticScribbleDataset(Dataset):
@@ -87,11 +87,14 @@ class SyntheticScribbleDataModule(SegmentationDataModule):
         self.coverage = check_fraction(coverage, "coverage", 0.0, 0.5)
         self.seed = check_integer(seed, "seed", 0)
 
+    def make_dataset(self, split: Split) -> SyntheticScribbleDataset:
+        """The split's generated images (lazily, on first access)."""
+        return SyntheticScribbleDataset(self.counts[split], self.size, self.seed, split, self.coverage)
+
     def setup(self, stage: str | None = None) -> None:
-        """Create the three splits (their images are generated lazily, on first access)."""
-        datasets = {split: SyntheticScribbleDataset(count, self.size, self.seed, split, self.coverage)
-                    for split, count in self.counts.items()}
-        self.train_dataset, self.val_dataset, self.test_dataset = (datasets[s] for s in SPLITS)
+        """Create the three splits (predict uses the test split)."""
+        for split in SPLITS:
+            setattr(self, f"{split}_dataset", self.make_dataset(split))
 
     def predict_dataloader(self) -> DataLoader:
         if self.predict_dir is not None:

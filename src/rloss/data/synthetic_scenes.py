@@ -29,7 +29,7 @@ import numpy as np
 from scipy import ndimage
 
 from rloss.data.strokes import scribble_labels
-from rloss.validation import check_fraction, check_integer
+from rloss.utils.checks import check_fraction, check_integer
 
 SYNTHETIC_CLASSES: tuple[str, ...] = ("background", "disc", "star", "worm")
 """Class names; the index is the label id."""

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tqdm import tqdm
 
-from rloss.atomic import write_text_atomic
+from rloss.utils.atomic import write_text_atomic
 from rloss.data.files import read_image, read_label
-from rloss.errors import DataError
+from rloss.utils.errors import DataError
 
 Sample = Mapping[str, Path]
 """One item's files: ``"image"`` first, then its label PNGs (``"mask"``, ``"scribble"``)."""
@@ -75,16 +75,26 @@ def save_cache(path: Path | None, num_classes: int, samples: dict[str, list]) ->
         pass
 
 
+SampleCheck = Callable[[Sample, int], list[str]]
+"""(files, num_classes) -> the problems of one sample (each naming its file)."""
+
+
 def verify_samples(
-    samples: Mapping[str, Sample], num_classes: int, cache: Path | None = None, description: str = "checking data"
+    samples: Mapping[str, Sample],
+    num_classes: int,
+    cache: Path | None = None,
+    description: str = "checking data",
+    check: SampleCheck | None = None,
 ) -> list[str]:
-    """Check every sample not already recorded good in ``cache``; return all problems found."""
+    """Check every sample not already recorded good in ``cache`` with ``check`` (default
+    :func:`check_sample`: an image and its label PNGs); return all problems found."""
+    check = check or check_sample
     known = load_cache(cache, num_classes)
     signatures = {name: signature(files) for name, files in samples.items()}
     todo = [name for name in samples if known.get(name) != signatures[name]]
     workers = min(MAX_WORKERS, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool:
-        results = pool.map(lambda name: check_sample(samples[name], num_classes), todo)
+        results = pool.map(lambda name: check(samples[name], num_classes), todo)
         found = dict(zip(todo, tqdm(results, total=len(todo), desc=description, unit="image", disable=not todo)))
     good = {name: signatures[name] for name in samples if not found.get(name)}
     if good != known:

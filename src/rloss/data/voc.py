@@ -10,12 +10,11 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from rloss.data.base import SegmentationDataModule
+from rloss.data.base import SegmentationDataModule, Split
 from rloss.data.constants import IGNORE_INDEX, SCRIBBLE_DIR, VOC_CLASSES, VOC_DIR
 from rloss.data.files import read_image, read_label
 from rloss.data.layout import VOCLayout
 from rloss.data.transforms import apply_transform, train_transform
-from rloss.data.verify import problems_error, verify_samples
 
 CACHE_DIR = ".rloss-cache"
 """Folder under the dataset root for the per-split verification cache and problem lists."""
@@ -45,6 +44,7 @@ class VOCScribbleDataset(Dataset):
         self.num_classes = num_classes
         self.transform = transform
         list_file = self.layout.split_list(split)
+        self.description = f"split {split!r} of {self.layout.root}"
         help_text = self.layout.describe(scribble_dir)
         if not list_file.is_file():
             raise FileNotFoundError(f"VOC split list {list_file} not found under root {self.layout.root}\n{help_text}")
@@ -96,9 +96,7 @@ class VOCScribbleDataModule(SegmentationDataModule):
         crop_size: training crop (the paper: 513).
         scale_range: random scale factors of the training images.
         train_split, val_split, test_split: list names in ``ImageSets/Segmentation``.
-        verify: before training (or evaluating), decode every listed image, label and scribble once
-            and check their sizes and values, reporting every bad file; the good ones are cached
-            in ``<root>/.rloss-cache`` so a second run starts at once. False skips the check.
+        verify: check every listed file before step 1 (cached in ``<root>/.rloss-cache``).
         Others: see :class:`SegmentationDataModule`.
 
     The root is checked at construction (before the model fetches pretrained weights) unless
@@ -122,7 +120,7 @@ class VOCScribbleDataModule(SegmentationDataModule):
         num_classes: int = len(VOC_CLASSES),
         class_names: Sequence[str] | None = VOC_CLASSES,
     ) -> None:
-        super().__init__(num_classes, class_names, batch_size, val_batch_size, num_workers, predict_dir)
+        super().__init__(num_classes, class_names, batch_size, val_batch_size, num_workers, predict_dir, 3, verify)
         self.root = Path(root)
         self.layout = VOCLayout(self.root)
         self.scribble_dir = self.root / scribble_dir
@@ -131,7 +129,6 @@ class VOCScribbleDataModule(SegmentationDataModule):
         self.train_split = train_split
         self.val_split = val_split
         self.test_split = test_split
-        self.verify = verify
         if predict_dir is None:
             self._check_root()
 
@@ -141,31 +138,13 @@ class VOCScribbleDataModule(SegmentationDataModule):
                 f"VOC dataset root {self.root} has no {VOC_DIR}\n{self.layout.describe(self.scribble_dir)}"
             )
 
-    def _dataset(self, split: str, train: bool = False) -> VOCScribbleDataset:
-        transform = train_transform(self.crop_size, self.scale_range) if train else None
-        return VOCScribbleDataset(
-            self.root, split, self.scribble_dir if train else None, self.num_classes, transform
-        )
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / CACHE_DIR
 
-    def setup(self, stage: str) -> None:
-        if stage == "predict":
-            return
+    def make_dataset(self, split: Split) -> VOCScribbleDataset:
         self._check_root()
-        if stage == "fit":
-            self.train_dataset = self._verified(self.train_split, self._dataset(self.train_split, train=True))
-        if stage in ("fit", "validate"):
-            self.val_dataset = self._verified(self.val_split, self._dataset(self.val_split))
-        if stage == "test":
-            self.test_dataset = self._verified(self.test_split, self._dataset(self.test_split))
-
-    def _verified(self, split: str, dataset: VOCScribbleDataset) -> VOCScribbleDataset:
-        """``dataset`` once every file of it is checked (``verify``); UserError listing the bad ones."""
-        if self.verify:
-            cache = self.root / CACHE_DIR
-            kind = "train" if dataset.scribble_dir is not None else "eval"
-            problems = verify_samples(
-                dataset.samples(), self.num_classes, cache / f"verified-{split}-{kind}.json", f"checking {split}"
-            )
-            if problems:
-                raise problems_error(problems, f"split {split!r} of {self.root}", cache / f"problems-{split}.txt")
-        return dataset
+        train = split == "train"
+        transform = train_transform(self.crop_size, self.scale_range) if train else None
+        name = {"train": self.train_split, "val": self.val_split, "test": self.test_split}[split]
+        return VOCScribbleDataset(self.root, name, self.scribble_dir if train else None, self.num_classes, transform)

@@ -7,27 +7,23 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from rloss.lattice.base import Affinity
-from rloss.lattice.exact import ExactAffinity
+from rloss.lattice.base import BACKENDS, Affinity, GaussianAffinity
 from rloss.lattice.features import bilateral_features
-from rloss.lattice.numba_lattice import NumbaLattice
-from rloss.lattice.torch_lattice import TorchLattice
-from rloss.validation import check_values
+from rloss.utils.checks import check_values
 
-BACKENDS: dict[str, type[Affinity]] = {"numba": NumbaLattice, "torch": TorchLattice, "exact": ExactAffinity}
-"""The dense Gaussian affinities: the Numba lattice (host), the torch lattice (any device), brute force."""
-
-BACKEND_NAMES: tuple[str, ...] = ("auto", *BACKENDS)
+def backend_names() -> tuple[str, ...]:
+    """"auto" and every registered back-end (:data:`rloss.lattice.base.BACKENDS`)."""
+    return ("auto", *sorted(BACKENDS))
 
 
 def check_backend(backend: str, name: str = "backend") -> str:
-    """``backend`` lower-cased if it is one of BACKEND_NAMES; ValueError naming ``name`` otherwise."""
-    if not isinstance(backend, str) or backend.lower() not in BACKEND_NAMES:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, BACKEND_NAMES))}, got {backend!r}")
+    """``backend`` lower-cased if it is "auto" or a registered back-end; ValueError naming ``name`` otherwise."""
+    if not isinstance(backend, str) or backend.lower() not in backend_names():
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, backend_names()))}, got {backend!r}")
     return backend.lower()
 
 
-def resolve_backend(backend: str, device: torch.device) -> type[Affinity]:
+def resolve_backend(backend: str, device: torch.device) -> type[GaussianAffinity]:
     """The class of ``backend``; ``"auto"`` is the Numba lattice for CPU tensors, the torch lattice
     for any other device (no host round trip)."""
     backend = check_backend(backend)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -72,3 +74,37 @@ class Affinity(ABC):
     def _filter(self, values: Tensor, transposes: tuple[bool, ...]) -> list[Tensor]:
         """[W values or W^T values for each flag of ``transposes``]; values (B, C, N) float32/64 on
         the caller's device. Outputs (B, C, N) of the same dtype, on any device."""
+
+
+Bounds = tuple[Sequence[float], Sequence[float]]
+"""(lo, hi): known limits of d features, d floats each."""
+
+BACKENDS: dict[str, type[GaussianAffinity]] = {}
+"""Name -> dense Gaussian affinity back-end; a subclass of :class:`GaussianAffinity` that declares
+``name`` registers itself when its module is imported (the shipped ones by :mod:`rloss.lattice`)."""
+
+
+class GaussianAffinity(Affinity):
+    """A dense Gaussian affinity W_ij ~ exp(-|f_i - f_j|^2 / 2) of per-point features in units of the
+    Gaussian's std: the contract of every back-end (``backend="numba"|"torch"|"exact"|<yours>``).
+
+    Constructor: ``cls(features, bounds)`` with features (B, N, d), any d >= 1, device and dtype
+    (``feature_dtype`` preferred), and ``bounds`` known (lo, hi) limits of the features or None
+    (a back-end may use them to skip measuring the range). Implement :meth:`Affinity._filter`.
+    """
+
+    name: ClassVar[str]
+    """Back-end name in :data:`BACKENDS` (``backend=`` of the regularizers and the CRF)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("name")
+        if name is not None:
+            if name == "auto" or (name in BACKENDS and BACKENDS[name].__qualname__ != cls.__qualname__):
+                raise TypeError(f"affinity back-end name {name!r} of {cls.__qualname__} is reserved or taken")
+            BACKENDS[name] = cls
+
+    def __init__(self, features: Tensor, bounds: Bounds | None = None) -> None:
+        if features.dim() != 3 or features.shape[1] == 0 or features.shape[2] == 0:
+            raise ValueError(f"features must have shape (B, N, d) with N, d >= 1, got {tuple(features.shape)}")
+        super().__init__(features.shape[0], features.shape[1])

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from rloss.lattice.base import Affinity
+from rloss.lattice.base import GaussianAffinity
 
 _CUTOFF = 138.0  # squared distance beyond which exp(-d2/2) < 1e-30: set to 0 (avoids denormals)
 
@@ -31,9 +31,11 @@ def exact_gaussian_filter(features: Tensor, values: Tensor, chunk_size: int = 20
     return torch.stack(out)
 
 
-class ExactAffinity(Affinity):
+class ExactAffinity(GaussianAffinity):
     """W_ij = exp(-|f_i - f_j|^2 / 2) exactly (symmetric), by chunked matrix products on the
     features' device. For tests and small images."""
+
+    name = "exact"
 
     symmetric = True
     feature_dtype = torch.float64
@@ -42,11 +44,9 @@ class ExactAffinity(Affinity):
         self, features: Tensor, bounds: tuple[Sequence[float], Sequence[float]] | None = None, chunk_size: int = 2048
     ) -> None:
         """features: (B, N, d) in units of the Gaussian's std; ``bounds`` is unused."""
-        if features.dim() != 3 or features.shape[1] == 0 or features.shape[2] == 0:
-            raise ValueError(f"features must have shape (B, N, d) with N, d >= 1, got {tuple(features.shape)}")
         if not torch.isfinite(features).all():
             raise ValueError("features contain NaN/inf values; expected finite values")
-        super().__init__(features.shape[0], features.shape[1])
+        super().__init__(features, bounds)
         self.features = features.detach()
         self.chunk_size = int(chunk_size)
 

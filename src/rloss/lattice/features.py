@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rloss.validation import check_images, check_positive
+from rloss.utils.checks import check_images, check_positive
 
 
 def bilateral_features(images: Tensor, sigma_rgb: float, sigma_xy: float, dtype: torch.dtype) -> Tensor:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rloss.lattice.base import Affinity
-from rloss.validation import check_images, check_integer, check_positive
+from rloss.utils.checks import check_images, check_integer, check_positive
 
 
 class LocalWindowAffinity(Affinity):

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rloss.lattice.base import Affinity
+from rloss.lattice.base import GaussianAffinity
 from rloss.lattice.geometry import NORMALIZATION, elevation_scales, key_fields
 
 _T = TypeVar("_T")
@@ -76,12 +76,14 @@ class _ImageLattice:
         return self.neighbors.shape[1]
 
 
-class NumbaLattice(Affinity):
+class NumbaLattice(GaussianAffinity):
     """Permutohedral lattices of a batch of point sets on the host (one per image), W ~ the
     normalized Gaussian exp(-|f_i - f_j|^2 / 2) of features in units of the Gaussian's std.
 
     Values on another device are copied to the host and the results back.
     """
+
+    name = "numba"
 
     def __init__(
         self,
@@ -91,9 +93,7 @@ class NumbaLattice(Affinity):
     ) -> None:
         """features: (B, N, d) (any device/dtype). ``bounds`` is unused (the range is measured);
         ``num_threads``: host threads, default :func:`get_num_threads`."""
-        if features.dim() != 3 or features.shape[1] == 0 or features.shape[2] == 0:
-            raise ValueError(f"features must have shape (B, N, d) with N, d >= 1, got {tuple(features.shape)}")
-        super().__init__(features.shape[0], features.shape[1])
+        super().__init__(features, bounds)
         self.num_threads = get_num_threads() if num_threads is None else int(num_threads)
         if self.num_threads < 1:
             raise ValueError(f"num_threads must be >= 1, got {num_threads}")

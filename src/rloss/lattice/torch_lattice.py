@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rloss.lattice.base import Affinity
+from rloss.lattice.base import GaussianAffinity
 from rloss.lattice.geometry import NORMALIZATION, elevation_scales, key_fields
 
 KEY_BITS: int = 63
@@ -31,7 +31,7 @@ def constant(values: Sequence[float] | np.ndarray, dtype: torch.dtype, device: t
     return torch.as_tensor(np.asarray(values), dtype=dtype).to(device, non_blocking=True)
 
 
-class TorchLattice(Affinity):
+class TorchLattice(GaussianAffinity):
     """Permutohedral lattice of a batch of point sets with torch tensors on their device.
 
     Memory (12 x 257^2 pixels, d = 5; benchmarks/lattice.py): 62 MiB kept (per-point vertex ids int64
@@ -39,14 +39,14 @@ class TorchLattice(Affinity):
     21-channel filter_and_transpose at about 130-190 MiB.
     """
 
+    name = "torch"
+
     def __init__(self, features: Tensor, bounds: tuple[Sequence[float], Sequence[float]] | None = None) -> None:
         """features: (B, N, d) in units of the Gaussian's std, on any device. ``bounds``: (lo, hi),
         d floats each, known limits of the features over the batch (skips measuring them, one host
         synchronisation less); the range only sizes the packed keys."""
-        if features.dim() != 3 or features.shape[1] == 0 or features.shape[2] == 0:
-            raise ValueError(f"features must have shape (B, N, d) with N, d >= 1, got {tuple(features.shape)}")
+        super().__init__(features, bounds)
         batch, n, d = features.shape
-        super().__init__(batch, n)
         d1 = d + 1
         device = features.device
         if bounds is None:

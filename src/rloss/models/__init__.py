@@ -1,4 +1,4 @@
-"""The LightningModule and the backbone factory."""
+"""The LightningModule and the backbone registry."""
 
 from rloss.models.backbones import SegmentationNet, backbone_names, build_backbone
 from rloss.models.segmentation import ScribbleSegmentation

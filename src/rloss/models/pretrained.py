@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 import torch
 from torchvision.models import WeightsEnum
 
-from rloss.errors import UserError
+from rloss.utils.errors import UserError
 
 PROBE_TIMEOUT_S: float = 3.0
 """Seconds to wait for a TCP connection to the weights' host before calling it unreachable."""

@@ -17,8 +17,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardInd
 
 from rloss.crf import DenseCRF
 from rloss.data.constants import IGNORE_INDEX, PAD_INDEX, class_names_or_default
-from rloss.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from rloss.errors import NonFiniteLossError
+from rloss.utils.errors import NonFiniteLossError
 from rloss.losses import partial_cross_entropy
 from rloss.models.backbones import build_backbone
 from rloss.regularizers import Regularizer
@@ -59,11 +58,11 @@ class ScribbleSegmentation(pl.LightningModule):
 
     loss = pCE(logits, labels) + sum_r r(images, softmax(logits), roi, scribbles), where labels
     are the scribbles (``supervision="scribble"``) or the full masks (``"full"``), images are the
-    raw RGB 0..255 batch and roi = pixels that are not padding (label 254).
+    raw image batch and roi = pixels that are not padding (label 254).
 
     Args:
         num_classes: K (linked from the DataModule by the CLI).
-        backbone: a name of :func:`rloss.models.backbones.build_backbone`.
+        backbone: a registered network name (:func:`rloss.models.backbone_names`).
         weights_backbone: ``"imagenet"``, None (random init) or a family-specific weight name.
         regularizers: weighted regularizer terms (``rloss.regularizers``), each with its weight.
         supervision: train on ``"scribble"`` or on ``"full"`` masks.
@@ -73,6 +72,7 @@ class ScribbleSegmentation(pl.LightningModule):
         momentum, weight_decay: SGD settings.
         poly_power: the LR decays as ``(1 - step / max_steps) ** poly_power`` per step.
         class_names: K names for per-class IoU (linked from the DataModule by the CLI).
+        in_channels: image channels C (linked from the DataModule by the CLI: 3 RGB, 1 MRI, ...).
         postprocess: a :class:`rloss.crf.DenseCRF` that refines the softmax in ``test`` and ``predict``
             (validation stays raw); in YAML ``class_path: rloss.crf.DenseCRF`` with its ``init_args``,
             on the command line ``--model.postprocess rloss.crf.DenseCRF``. None: the raw argmax.
@@ -92,6 +92,7 @@ class ScribbleSegmentation(pl.LightningModule):
         head_lr_mult: float = 10.0,
         poly_power: float = 0.9,
         class_names: Sequence[str] | None = None,
+        in_channels: int = 3,
         postprocess: DenseCRF | None = None,
     ) -> None:
         super().__init__()
@@ -102,15 +103,13 @@ class ScribbleSegmentation(pl.LightningModule):
         self.crf = postprocess
         # modules and the test-time CRF stay out of the checkpoints (loadable with weights_only=True)
         self.save_hyperparameters(ignore=["regularizers", "postprocess"])
-        self.net = build_backbone(backbone, num_classes, weights_backbone)
+        self.net = build_backbone(backbone, num_classes, weights_backbone, in_channels)
         if init_weights is not None:
             self.net.load_state_dict(load_network_weights(init_weights))
         self.regularizers = nn.ModuleList(regularizers or [])
         self.term_names = term_names(self.regularizers)
         self.target_key = "scribble" if supervision == "scribble" else "mask"
         self.class_names = class_names_or_default(class_names, num_classes)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255, persistent=False)
         self.metrics = nn.ModuleDict({stage: self._metrics(num_classes) for stage in ("val", "test")})
 
     @staticmethod
@@ -125,8 +124,8 @@ class ScribbleSegmentation(pl.LightningModule):
         )
 
     def forward(self, images: Tensor) -> Tensor:
-        """Logits (B,K,H,W) of raw RGB 0..255 images (B,3,H,W)."""
-        return self.net((images - self.mean) / self.std)
+        """Logits (B,K,H,W) of raw images (B,C,H,W) (the network normalizes them as its weights expect)."""
+        return self.net(images)
 
     def segment(self, images: Tensor, logits: Tensor) -> Tensor:
         """Class ids (B,H,W): argmax of the logits, after the ``postprocess`` DenseCRF when one is set."""

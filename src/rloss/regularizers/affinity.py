@@ -8,6 +8,7 @@ DenseCRF is sum_k (a_k - q_k); normalized cut is sum_k (a_k - q_k) / a_k.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +18,7 @@ from torch.autograd.function import once_differentiable
 from rloss.lattice import Affinity, bilateral_affinity, check_backend
 from rloss.lattice.base import compute_dtype
 from rloss.regularizers.base import Regularizer
-from rloss.validation import check_positive
+from rloss.utils.checks import check_positive
 
 
 class _QuadraticForms(torch.autograd.Function):
@@ -129,9 +130,17 @@ class AffinityRegularizer(Regularizer):
         )
 
 
+PROPAGATION_SIGMA_RGB: float = 8.0
+"""Intensity bandwidth of the affinity regularizers in ``rloss propagate`` (levels of 0..255
+images): sharper than training's 15, since there the affinity alone decides every unlabeled pixel."""
+
+PROPAGATION_SIGMA_XY_FRACTION: float = 0.1
+"""Spatial bandwidth of the dense affinity in ``rloss propagate`` as a fraction of the working width."""
+
+
 class DenseAffinityRegularizer(AffinityRegularizer):
     """An :class:`AffinityRegularizer` on the dense RGBXY affinity of every pixel pair. ``backend``
-    chooses how W is computed (:data:`rloss.lattice.BACKEND_NAMES`): "auto" is the Numba lattice for
+    chooses how W is computed (:func:`rloss.lattice.backend_names`): "auto" is the Numba lattice for
     CPU tensors and the torch lattice on any other device; "exact" is the brute-force W (small images).
     """
 
@@ -145,6 +154,14 @@ class DenseAffinityRegularizer(AffinityRegularizer):
     ) -> None:
         super().__init__(weight, sigma_rgb, sigma_xy, scale_factor)
         self.backend = check_backend(backend)
+
+    @classmethod
+    def propagation_settings(cls, width: int) -> dict[str, Any]:
+        return {
+            **super().propagation_settings(width),
+            "sigma_rgb": PROPAGATION_SIGMA_RGB,
+            "sigma_xy": PROPAGATION_SIGMA_XY_FRACTION * width,
+        }
 
     def affinity_of(self, images: Tensor) -> Affinity:
         return bilateral_affinity(images, self.sigma_rgb, self.sigma_xy * self.scale_factor, self.backend)

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-from rloss.validation import check_images, check_probs, check_probs_shape, check_roi
+from rloss.utils.checks import check_images, check_probs, check_probs_shape, check_roi
+
+
+REGISTRY: dict[str, type[Regularizer]] = {}
+"""Short name -> regularizer class. A subclass that sets ``name`` registers itself when its module
+is imported (the shipped ones by ``rloss.regularizers``, a user's by importing their module)."""
 
 
 class Regularizer(nn.Module):
@@ -26,6 +31,24 @@ class Regularizer(nn.Module):
 
     name: ClassVar[str]
     """Short name in :data:`rloss.regularizers.REGISTRY` (``rloss propagate --regularizer NAME``)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("name")
+        if name is None:
+            return
+        if not (isinstance(name, str) and name.isidentifier() and name == name.lower()):
+            raise TypeError(f"{cls.__qualname__}.name must be a lower-case identifier, got {name!r}")
+        registered = REGISTRY.get(name)
+        if registered is not None and registered.__qualname__ != cls.__qualname__:
+            raise TypeError(f"regularizer name {name!r} of {cls.__qualname__} is taken by {registered.__qualname__}")
+        REGISTRY[name] = cls
+
+    @classmethod
+    def propagation_settings(cls, width: int) -> dict[str, Any]:
+        """Keyword arguments this regularizer takes in ``rloss propagate`` at a working long side of
+        ``width`` px (losses are normalized per ROI pixel, so weight 1 balances pCE)."""
+        return {"weight": 1.0}
 
     def __init__(self, weight: float = 1.0) -> None:
         super().__init__()

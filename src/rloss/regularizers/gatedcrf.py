@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor
 
 from rloss.lattice import Affinity, LocalWindowAffinity
-from rloss.regularizers.affinity import AffinityRegularizer, potts_energy
-from rloss.validation import check_integer
+from rloss.regularizers.affinity import PROPAGATION_SIGMA_RGB, AffinityRegularizer, potts_energy
+from rloss.utils.checks import check_integer
 
 
 class GatedCRFLoss(AffinityRegularizer):
@@ -39,6 +41,14 @@ class GatedCRFLoss(AffinityRegularizer):
     ) -> None:
         super().__init__(weight, sigma_rgb, sigma_xy, scale_factor)
         self.radius = check_integer(radius, "radius", 1)
+
+    @classmethod
+    def propagation_settings(cls, width: int) -> dict[str, Any]:
+        """A 5x5 window (radius 2, sigma_xy 2) at the working resolution itself."""
+        return {
+            **super().propagation_settings(width),
+            "sigma_rgb": PROPAGATION_SIGMA_RGB, "sigma_xy": 2.0, "radius": 2, "scale_factor": 1.0,
+        }
 
     def affinity_of(self, images: Tensor) -> Affinity:
         return LocalWindowAffinity(images, self.sigma_rgb, self.sigma_xy * self.scale_factor, self.radius)

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from rloss.regularizers.base import Regularizer
-from rloss.validation import check_labels
+from rloss.utils.checks import check_labels
 
 BoundSource = Literal["tags", "scribbles", "fixed"]
 

@@ -25,12 +25,12 @@ from tqdm import tqdm
 
 from rloss.data.constants import IGNORE_INDEX, VOC_CLASSES
 from rloss.data.files import IMAGE_SUFFIXES, read_image, read_label, write_label_png
-from rloss.errors import ArgumentParser
+from rloss.utils.errors import ArgumentParser
 from rloss.lattice import bilateral_affinity
 from rloss.losses import partial_cross_entropy
-from rloss.regularizers import REGISTRY, GatedCRFLoss, Regularizer, build_regularizer
-from rloss.regularizers.affinity import DenseAffinityRegularizer
-from rloss.validation import check_integer, check_labels
+from rloss.regularizers import REGISTRY, Regularizer, build_regularizer
+from rloss.regularizers.affinity import PROPAGATION_SIGMA_RGB, PROPAGATION_SIGMA_XY_FRACTION
+from rloss.utils.checks import check_integer, check_labels
 
 DEFAULT_WIDTH: int = 128
 """Long side (px) of the working resolution the logits are optimized at."""
@@ -45,21 +45,6 @@ DEFAULT_LR: float = 0.3
 the benchmark refinement lowered the mean by about 1 point), REFINE_STEPS when the command line names
 a regularizer; and the learning rate (logits move at most about steps x lr)."""
 
-DEFAULT_WEIGHTS: dict[str, float] = {"densecrf": 1.0, "ncut": 1.0, "gatedcrf": 1.0, "size": 1.0}
-"""Weight of each regularizer in ``rloss propagate`` (losses normalized per ROI pixel)."""
-
-SIGMA_XY_FRACTION: float = 0.1
-"""Spatial bandwidth of the dense affinity regularizers as a fraction of the working width."""
-
-SIGMA_RGB: float = 8.0
-"""Colour bandwidth (RGB levels 0..255) of the affinity regularizers: sharper than training's 15,
-since here the affinity alone decides every unlabeled pixel."""
-
-GATED_SIGMA_XY: float = 2.0
-GATED_RADIUS: int = 2
-"""Gated CRF window at the working resolution: sigma_xy and radius in working pixels."""
-
-
 def _as_chw(image: Tensor | np.ndarray) -> Tensor:
     """Image (3,H,W) or (H,W,3), uint8 or float RGB 0..255 -> float32 (3,H,W)."""
     image = torch.as_tensor(np.asarray(image) if not isinstance(image, Tensor) else image)
@@ -72,7 +57,7 @@ def _as_chw(image: Tensor | np.ndarray) -> Tensor:
 
 def labeled_mask(scribbles: Tensor) -> Tensor:
     """Bool (H,W): pixels that carry a class id (not 255 unlabeled, not 254 padding); ValueError for
-    ids outside 0..255 (:func:`rloss.validation.check_labels`)."""
+    ids outside 0..255 (:func:`rloss.utils.checks.check_labels`)."""
     return check_labels(scribbles, IGNORE_INDEX, "scribbles")
 
 
@@ -189,7 +174,7 @@ PROBABILITY_FLOOR: float = 1e-4
 
 def propagate_labels(images: Tensor, labels: Tensor, num_classes: int, iterations: int, width: int) -> Tensor:
     """Label propagation through the dense RGBXY affinity W of ``images`` (1, 3, h, w) (sigma_rgb
-    SIGMA_RGB, sigma_xy SIGMA_XY_FRACTION x ``width``): P <- W P normalized over the classes, the
+    PROPAGATION_SIGMA_RGB, sigma_xy PROPAGATION_SIGMA_XY_FRACTION x ``width``): P <- W P normalized over the classes, the
     scribbled pixels of ``labels`` (1, h, w) (ids 0..num_classes-1, 255 elsewhere) held at their
     class; from uniform P. The iterates approach the minimizer of the quadratic (Laplacian)
     relaxation of the Potts energy sum_ij W_ij |P_i - P_j|^2 with the scribbles fixed, which keeps
@@ -200,7 +185,7 @@ def propagate_labels(images: Tensor, labels: Tensor, num_classes: int, iteration
     probs = torch.where(scribbled, fixed, torch.full_like(fixed, 1.0 / num_classes))
     if iterations == 0:
         return probs
-    affinity = bilateral_affinity(images, SIGMA_RGB, SIGMA_XY_FRACTION * width)
+    affinity = bilateral_affinity(images, PROPAGATION_SIGMA_RGB, PROPAGATION_SIGMA_XY_FRACTION * width)
     for _ in range(iterations):
         probs = affinity.filter(probs)
         probs = torch.where(scribbled, fixed, probs / probs.sum(1, keepdim=True).clamp_min(1e-12))
@@ -208,16 +193,9 @@ def propagate_labels(images: Tensor, labels: Tensor, num_classes: int, iteration
 
 
 def default_regularizer(name: str, width: int = DEFAULT_WIDTH) -> Regularizer:
-    """``name`` with the propagate defaults (bandwidths in working-resolution pixels): weight from
-    DEFAULT_WEIGHTS; the dense affinity losses sigma_rgb SIGMA_RGB and sigma_xy SIGMA_XY_FRACTION x
-    width; the gated CRF sigma_rgb SIGMA_RGB on a GATED_RADIUS window at the working resolution."""
-    kwargs: dict[str, float] = {"weight": DEFAULT_WEIGHTS.get(name, 1.0)}
-    cls = REGISTRY[name]
-    if issubclass(cls, DenseAffinityRegularizer):
-        kwargs.update(sigma_rgb=SIGMA_RGB, sigma_xy=SIGMA_XY_FRACTION * width)
-    elif issubclass(cls, GatedCRFLoss):
-        kwargs.update(sigma_rgb=SIGMA_RGB, sigma_xy=GATED_SIGMA_XY, radius=GATED_RADIUS, scale_factor=1.0)
-    return build_regularizer(name, **kwargs)
+    """The regularizer registered as ``name`` with its propagation settings at working width
+    ``width`` (:meth:`rloss.regularizers.Regularizer.propagation_settings`)."""
+    return build_regularizer(name, **REGISTRY[name].propagation_settings(width))
 
 
 def load_pair(image_path: Path, scribble_path: Path, num_classes: int) -> tuple[Tensor, Tensor]:

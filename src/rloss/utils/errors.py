@@ -13,7 +13,7 @@ from typing import NoReturn
 EXIT_USER_ERROR = 2
 """Exit status of a reported input error (as argparse's for a bad argument)."""
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 
 class UserError(Exception):

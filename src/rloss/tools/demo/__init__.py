@@ -32,11 +32,11 @@ from pathlib import Path
 import torch
 
 from rloss import lattice
-from rloss.atomic import write_text_atomic
-from rloss.config_files import configs_path
-from rloss.demo_figure import save_predictions
-from rloss.demo_runs import RESULT_KEYS, RUNS, Run, cli_args, phase_steps
-from rloss.errors import ArgumentParser
+from rloss.utils.atomic import write_text_atomic
+from rloss.training.config_files import configs_path
+from rloss.tools.demo.figure import save_predictions
+from rloss.tools.demo.runs import RESULT_KEYS, RUNS, Run, cli_args, phase_steps
+from rloss.utils.errors import ArgumentParser
 
 CONFIG_DIR = configs_path() / "demo"
 """The shipped ``configs/demo`` (the repository's folder, installed with the package)."""
@@ -74,7 +74,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def train(run: Run, args: argparse.Namespace, output: Path, phase1: Path | None):
     """Fit ``run`` through the CLI, validate it; returns (cli, mIoU %, seconds)."""
-    from rloss.cli import run_cli
+    from rloss.training.cli import run_cli
 
     tic = time.perf_counter()
     cli = run_cli(cli_args(run, args, output, phase1))

@@ -2,7 +2,7 @@
 
 ``rloss data prepare ...``, ``rloss propagate ...`` and ``rloss demo ...`` go to their own
 modules; every other command line goes to :class:`RLossCLI`. Input errors of any of them are
-reported as one ``rloss: error:`` line, exit code 2 (:mod:`rloss.errors`).
+reported as one ``rloss: error:`` line, exit code 2 (:mod:`rloss.utils.errors`).
 """
 
 from __future__ import annotations
@@ -25,32 +25,13 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
-from rloss.allocator import keep_freed_memory
-from rloss.callbacks import ImagePanels, MaskWriter, WandbRunId
-from rloss.checkpoints import LastCheckpoint, checkpoint_problem, newest_usable_checkpoint, use_atomic_checkpoint_io
-from rloss.config_files import resolve_config_args
+from rloss.training.callbacks import ImagePanels, MaskWriter, WandbRunId
+from rloss.training.checkpoints import LastCheckpoint, checkpoint_problem, newest_usable_checkpoint, use_atomic_checkpoint_io
+from rloss.training.config_files import resolve_config_args
 from rloss.data.base import SegmentationDataModule
-from rloss.errors import EXIT_USER_ERROR, UserError, debug_mode, one_line, print_error, user_error
+from rloss.utils.errors import EXIT_USER_ERROR, UserError, debug_mode, one_line, print_error, user_error
 from rloss.models import ScribbleSegmentation
 from rloss.regularizers import REGISTRY
-
-TOOLS: dict[tuple[str, ...], str] = {
-    ("data", "prepare"): "rloss.data.prepare",
-    ("propagate",): "rloss.propagate",
-    ("demo",): "rloss.demo",
-}
-"""Leading words of a command line -> module whose ``main(argv)`` handles the rest."""
-
-COMMANDS: dict[str, str] = {
-    "fit": "train a model (pCE + regularizers) on scribbles",
-    "validate": "mIoU of a checkpoint on the validation split",
-    "test": "mIoU of a checkpoint on the test split (optionally with CRF post-processing)",
-    "predict": "write palette PNG masks of a folder of images",
-    "propagate": "scribbles -> dense mask of one image (or folder) by per-image optimization",
-    "demo": "the paper's protocol on synthetic data, on CPU, in minutes",
-    "data prepare": "download, verify and convert VOC2012 + SBD + ScribbleSup scribbles",
-}
-"""Every ``rloss`` subcommand with its one-line summary (``rloss --help``)."""
 
 NOISE_WARNINGS: tuple[str, ...] = (
     # Lightning 2.6 on torch >= 2.10 tests isinstance(x, LeafSpec) on every run
@@ -118,13 +99,14 @@ class RLossArgumentParser(LightningArgumentParser):
 
 class RLossCLI(LightningCLI):
     """LightningCLI with rloss defaults: W&B logger (offline unless logged in), best-mIoU checkpoints,
-    a ``last.ckpt`` on its own schedule (:class:`rloss.checkpoints.LastCheckpoint`), checkpoints
+    a ``last.ckpt`` on its own schedule (:class:`rloss.training.checkpoints.LastCheckpoint`), checkpoints
     written atomically, W&B image panels, the W&B run id kept across resumes (:class:`WandbRunId`),
-    PNG mask writer for predict, num_classes linked."""
+    PNG mask writer for predict; num_classes, class_names and in_channels linked from the data."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
+        parser.link_arguments("data.in_channels", "model.in_channels", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
@@ -205,38 +187,6 @@ def run_cli(args: list[str] | None = None) -> RLossCLI:
         )
 
 
-def usage() -> str:
-    """``rloss --help``: every subcommand with its one-line summary."""
-    width = max(map(len, COMMANDS))
-    lines = [f"  {name:<{width}}  {summary}" for name, summary in COMMANDS.items()]
-    return "\n".join(
-        ["usage: rloss <command> [options]", "", "commands:", *lines, "",
-         "run 'rloss <command> --help' for the options of a command; RLOSS_DEBUG=1 shows tracebacks"]
-    )
-
-
-def dispatch(argv: list[str]) -> int | None:
-    """Run the command line ``argv``: a tool's ``main`` or the Lightning CLI; returns the exit status."""
-    if not argv or argv[0] in ("-h", "--help"):
-        print(usage(), file=sys.stdout if argv else sys.stderr)
-        return 0 if argv else EXIT_USER_ERROR
-    for words, module in TOOLS.items():
-        if tuple(argv[: len(words)]) == words:
-            tool: Callable[[list[str]], int | None] = import_module(module).main
-            return tool(argv[len(words) :])
-    run_cli(resolve_config_args(argv))  # a shipped config's name works from any folder
-    return None
-
-
-def main(args: list[str] | None = None) -> int | None:
-    """Entry point of ``rloss`` and ``python -m rloss``; returns the exit status. Input errors (see
-    :func:`rloss.errors.user_error`) print one line and return 2; others raise."""
-    argv = list(sys.argv[1:] if args is None else args)
-    keep_freed_memory()
-    try:
-        return dispatch(argv)
-    except Exception as error:
-        reported = user_error(error)
-        if debug_mode() or reported is None:
-            raise
-        return print_error(str(reported), getattr(reported, "hint", None))
+def main(argv: list[str]) -> None:
+    """``rloss fit|validate|test|predict ...``: the Lightning CLI, a shipped config's name working from any folder."""
+    run_cli(resolve_config_args(argv))

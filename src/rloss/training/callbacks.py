@@ -18,7 +18,7 @@ from torch import Tensor
 
 from rloss.data.constants import voc_palette
 from rloss.data.files import write_label_png
-from rloss.errors import one_line
+from rloss.utils.errors import one_line
 
 PALETTE = np.array(voc_palette(), dtype=np.uint8).reshape(256, 3)
 

@@ -22,8 +22,8 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
-from rloss.atomic import atomic_path, temp_files
-from rloss.errors import NonFiniteLossError, UserError
+from rloss.utils.atomic import atomic_path, temp_files
+from rloss.utils.errors import NonFiniteLossError, UserError
 
 SUFFIX = ".ckpt"
 CORRUPT_SUFFIX = ".corrupt"

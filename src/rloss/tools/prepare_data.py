@@ -1,6 +1,6 @@
 """``rloss data prepare``: PASCAL VOC2012 + SBD ``train_aug`` + ScribbleSup scribbles, in one command.
 
-Run ``python -m rloss.data.prepare --root DIR`` (or ``rloss data prepare --root DIR``). It
+Run ``python -m rloss.tools.prepare_data --root DIR`` (or ``rloss data prepare --root DIR``). It
 
 1. downloads the three archives (resuming interrupted downloads) into ``DIR/downloads``,
    or takes them from ``--from-dir``, and verifies their checksums;
@@ -30,14 +30,14 @@ import scipy.io
 from PIL import Image
 from tqdm import tqdm
 
-from rloss.atomic import write_text_atomic
+from rloss.utils.atomic import write_text_atomic
 from rloss.data.archives import UnknownArchiveError, UnsafeArchiveError, safe_extract
 from rloss.data.constants import IGNORE_INDEX, SCRIBBLE_DIR, VOC_CLASSES
 from rloss.data.download import Checksum, ChecksumError, DownloadError, download, file_digest, verify
 from rloss.data.files import write_label_png
 from rloss.data.layout import VOCLayout
 from rloss.data.scribbles import ScribbleFormatError, convert_scribble_xml
-from rloss.errors import ArgumentParser, print_error
+from rloss.utils.errors import ArgumentParser, print_error
 
 EXPECTED_SPLIT_SIZES = {"train_aug": 10_582, "val": 1_449}
 """Split sizes produced by the official archives."""
@@ -325,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``rloss data prepare`` / ``python -m rloss.data.prepare``; returns the exit status."""
+    """Entry point of ``rloss data prepare`` / ``python -m rloss.tools.prepare_data``; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -6,7 +6,7 @@ gradients: 66 MB each for 12x21x257x257). Page faults cost about 2 us per 4 KiB 
 serialize across threads: measured on 2 cores, DenseCRF forward + backward on a 12x21x257x257 batch
 took 0.19-0.21 s without this and 0.13 s with it. The price: the process keeps its peak heap size.
 
-:func:`keep_freed_memory` is called by the ``rloss`` command (``rloss.cli.main``) and the benchmarks,
+:func:`keep_freed_memory` is called by the ``rloss`` command (``rloss.commands.main``) and the benchmarks,
 not on import; library users call it themselves. ``RLOSS_KEEP_FREED_MEMORY=0`` turns it off.
 """
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from rloss.atomic import atomic_path
+from rloss.utils.atomic import atomic_path
 from rloss.data.constants import IGNORE_INDEX
 
 

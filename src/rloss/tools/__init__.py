@@ -1,0 +1,1 @@
+"""Command-line tools beside training: the demo, scribble propagation, data preparation."""

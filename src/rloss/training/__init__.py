@@ -1,0 +1,1 @@
+"""Training plumbing: the Lightning CLI, callbacks, checkpoints, shipped config lookup."""
