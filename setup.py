@@ -6,5 +6,5 @@ from setuptools import find_packages, setup
 setup(
     packages=[*find_packages("src"), "rloss.configs"],
     package_dir={"": "src", "rloss.configs": "configs"},
-    package_data={"rloss.configs": ["*.md", "**/*.yaml"]},
+    package_data={"rloss.configs": ["*.md", "**/*.yaml"], "rloss.data": ["acdc_manifest.txt"]},
 )

@@ -46,27 +46,37 @@ def _requirements(value: str) -> list[str]:
     return [line for line in value.splitlines() if line.strip() and not line.strip().startswith("#")]
 
 
-def setup_cfg_names() -> set[str]:
+def _pin(requirement: str) -> str:
+    """The version specifier of a requirement, spaces and extras dropped (``numba>=0.68,<0.69`` -> ``>=0.68,<0.69``)."""
+    return re.sub(r"\[.*?\]", "", requirement.split("#")[0]).replace(" ", "")[len(_name(requirement)) :]
+
+
+def setup_cfg_pins() -> dict[str, str]:
     config = configparser.ConfigParser()
     config.read(ROOT / "setup.cfg")
-    names = {_name(r) for r in _requirements(config["options"]["install_requires"])}
+    lines = _requirements(config["options"]["install_requires"])
     for extra in config["options.extras_require"].values():
-        names |= {_name(r) for r in _requirements(extra)}
-    return names
+        lines += _requirements(extra)
+    return {_name(r): _pin(r) for r in lines}
 
 
-def environment_names() -> set[str]:
-    names = set()
+def setup_cfg_names() -> set[str]:
+    return set(setup_cfg_pins())
+
+
+def environment_pins() -> dict[str, str]:
+    pins = {}
     text = (ROOT / "environment.yml").read_text()
     for line in text[text.index("dependencies:") :].splitlines():
-        match = re.match(r"^\s+- (?!pip:)([A-Za-z0-9_.\-\[\]]+)", line)
+        match = re.match(r"^\s+- (?!pip:)([^#\s][^#]*)", line)
         if match and not match.group(1).startswith("-"):
-            names.add(_name(match.group(1)))
-    return names - {"python", "pip"}
+            pins[_name(match.group(1))] = _pin(match.group(1).strip())
+    return {name: pin for name, pin in pins.items() if name not in ("python", "pip")}
 
 
 def test_environment_matches_setup_cfg() -> None:
-    assert environment_names() == setup_cfg_names()
+    """Same packages and the same version specifiers in both files."""
+    assert environment_pins() == setup_cfg_pins()
 
 
 def test_code_imports_only_declared_packages() -> None:

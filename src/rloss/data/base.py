@@ -135,7 +135,7 @@ class SegmentationDataModule(pl.LightningDataModule):
             shuffle=train,
             drop_last=train and len(dataset) > batch_size,
             num_workers=self.num_workers,
-            collate_fn=pad_collate,
+            collate_fn=getattr(dataset, "collate", pad_collate),
             persistent_workers=self.num_workers > 0,
         )
 

@@ -112,52 +112,6 @@ def _transpose8(builder, rows):
     return [shuffle(u[i], u[i + 4], lo) for i in range(4)] + [shuffle(u[i], u[i + 4], hi) for i in range(4)]
 
 
-@intrinsic
-def _transpose_in(typingctx, block, block_index, stride, values, row, col, last_row):
-    """block[block_index + j * stride + i] = values[min(row + i, last_row), col + j], i, j < 8.
-
-    values: 2-D with unit-stride rows; block: 1-D. Rows past last_row repeat it (padding lanes)."""
-    sig = types.void(block, types.intp, types.intp, values, types.intp, types.intp, types.intp)
-
-    def codegen(context, builder, sig, args):
-        block, block_index, stride, values, row, col, last_row = args
-        vector_type = ir.VectorType(context.get_data_type(sig.args[0].dtype), _LANES)
-        rows = []
-        for i in range(8):
-            r = builder.add(row, ir.Constant(row.type, i))
-            r = builder.select(builder.icmp_signed(">", r, last_row), last_row, r)
-            rows.append(_load(builder, _row_pointer(context, builder, sig.args[3], values, r, col), vector_type))
-        for j, column in enumerate(_transpose8(builder, rows)):
-            index = builder.add(block_index, builder.mul(stride, ir.Constant(stride.type, j)))
-            _store(builder, column, _element_pointer(context, builder, sig.args[0], block, index), vector_type)
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-@intrinsic
-def _transpose_out(typingctx, out, row, col, n_rows, block, block_index, stride):
-    """out[row + i, col + j] = block[block_index + j * stride + i] for i, j < 8 and row + i < n_rows.
-
-    out: 2-D with unit-stride rows; block: 1-D."""
-    sig = types.void(out, types.intp, types.intp, types.intp, block, types.intp, types.intp)
-
-    def codegen(context, builder, sig, args):
-        out, row, col, n_rows, block, block_index, stride = args
-        vector_type = ir.VectorType(context.get_data_type(sig.args[0].dtype), _LANES)
-        pixels = []
-        for j in range(8):
-            index = builder.add(block_index, builder.mul(stride, ir.Constant(stride.type, j)))
-            pixels.append(_load(builder, _element_pointer(context, builder, sig.args[4], block, index), vector_type))
-        for i, channel in enumerate(_transpose8(builder, pixels)):
-            r = builder.add(row, ir.Constant(row.type, i))
-            with builder.if_then(builder.icmp_signed("<", r, n_rows), likely=True):
-                _store(builder, channel, _row_pointer(context, builder, sig.args[0], out, r, col), vector_type)
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
 def _vertex_terms(context, builder, sig_offsets, offsets, sig_weights, weights, n, r, stride, channel, element_type):
     """(index of the vertex's channel in the flat buffer, weight as element_type) of corner r of pixel n."""
     vertex = builder.load(_row_pointer(context, builder, sig_offsets, offsets, n, r))

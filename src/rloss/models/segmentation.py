@@ -13,12 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
+from torchmetrics.aggregation import CatMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
 from rloss.crf import DenseCRF
 from rloss.data.constants import IGNORE_INDEX, PAD_INDEX, class_names_or_default
 from rloss.utils.errors import NonFiniteLossError
 from rloss.losses import partial_cross_entropy
+from rloss.metrics import volume_scores
 from rloss.models.backbones import build_backbone
 from rloss.regularizers import Regularizer
 
@@ -111,6 +113,7 @@ class ScribbleSegmentation(pl.LightningModule):
         self.target_key = "scribble" if supervision == "scribble" else "mask"
         self.class_names = class_names_or_default(class_names, num_classes)
         self.metrics = nn.ModuleDict({stage: self._metrics(num_classes) for stage in ("val", "test")})
+        self.volume_scores = nn.ModuleDict({stage: CatMetric() for stage in ("val", "test")})
 
     @staticmethod
     def _metrics(num_classes: int) -> MetricCollection:
@@ -167,6 +170,8 @@ class ScribbleSegmentation(pl.LightningModule):
         )
 
     def _evaluate(self, batch: dict[str, Any], stage: str) -> None:
+        if "slice_size" in batch:
+            return self._evaluate_volume(batch, stage)
         logits = self(batch["image"])
         target = batch["mask"].masked_fill(batch["mask"] == PAD_INDEX, IGNORE_INDEX)
         loss = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX)
@@ -175,12 +180,35 @@ class ScribbleSegmentation(pl.LightningModule):
         predictions = self.segment(batch["image"], logits) if stage == "test" else logits.argmax(dim=1)
         self.metrics[stage].update(predictions, target)
 
+    def predict_volume(self, volume: Tensor, slice_size: int, chunk: int = 16) -> Tensor:
+        """Class ids (D, H, W) of a volume (D, C, H, W): each slice resized to ``slice_size`` squared
+        (nearest), predicted, argmax, resized back (nearest): the ACDC evaluation protocol."""
+        size = volume.shape[-2:]
+        small = F.interpolate(volume.float(), size=(slice_size, slice_size), mode="nearest-exact")
+        classes = torch.cat([self(part).argmax(1, keepdim=True) for part in small.split(chunk)])
+        return F.interpolate(classes.float(), size=size, mode="nearest-exact")[:, 0].long()
+
+    def _evaluate_volume(self, batch: dict[str, Any], stage: str) -> None:
+        """One 3-D volume (1, D, C, H, W): IoU over its pixels and its per-class Dice / HD95."""
+        truth = batch["mask"][0]
+        prediction = self.predict_volume(batch["image"][0], int(batch["slice_size"]))
+        self.metrics[stage].update(prediction, truth)
+        self.volume_scores[stage].update(volume_scores(prediction, truth, self.hparams.num_classes)[None])
+
     def _log_metrics(self, stage: str) -> None:
         scores = self.metrics[stage].compute()
         self.metrics[stage].reset()
         self.log(f"{stage}/mIoU", scores["mIoU"], prog_bar=True)
         self.log(f"{stage}/pixel_acc", scores["pixel_acc"])
         self.log_dict({f"{stage}/IoU/{n}": v for n, v in zip(self.class_names, scores["IoU"])})
+        volumes = self.volume_scores[stage]
+        if volumes.update_count:  # (V, 2, K-1): per volume, then the mean over volumes
+            dice, hd95 = volumes.compute().reshape(-1, 2, self.hparams.num_classes - 1).mean(0).float()
+            self.log(f"{stage}/dice", dice.mean(), prog_bar=True)
+            self.log(f"{stage}/hd95", hd95.mean())
+            self.log_dict({f"{stage}/dice/{n}": v for n, v in zip(self.class_names[1:], dice)})
+            self.log_dict({f"{stage}/hd95/{n}": v for n, v in zip(self.class_names[1:], hd95)})
+        volumes.reset()
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, "val")

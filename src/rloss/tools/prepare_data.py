@@ -1,6 +1,8 @@
-"""``rloss data prepare``: PASCAL VOC2012 + SBD ``train_aug`` + ScribbleSup scribbles, in one command.
+"""``rloss data prepare [voc|acdc]``: a dataset, downloaded, verified and converted in one command.
 
-Run ``python -m rloss.tools.prepare_data --root DIR`` (or ``rloss data prepare --root DIR``). It
+``rloss data prepare acdc --root DIR`` fetches the WSL4MIS ACDC files (see :mod:`rloss.data.acdc_files`).
+``rloss data prepare [voc] --root DIR`` (or ``python -m rloss.tools.prepare_data --root DIR``) prepares
+PASCAL VOC2012 + SBD ``train_aug`` + ScribbleSup scribbles. It
 
 1. downloads the three archives (resuming interrupted downloads) into ``DIR/downloads``,
    or takes them from ``--from-dir``, and verifies their checksums;
@@ -31,14 +33,17 @@ from PIL import Image
 from tqdm import tqdm
 
 from rloss.utils.atomic import write_text_atomic
+from rloss.data.acdc_files import BASE_URL as ACDC_BASE_URL, prepare_acdc
 from rloss.data.archives import UnknownArchiveError, UnsafeArchiveError, safe_extract
 from rloss.data.constants import IGNORE_INDEX, SCRIBBLE_DIR, VOC_CLASSES
 from rloss.data.download import Checksum, ChecksumError, DownloadError, download, file_digest, verify
 from rloss.data.files import write_label_png
 from rloss.data.layout import VOCLayout
 from rloss.data.scribbles import ScribbleFormatError, convert_scribble_xml
-from rloss.utils.errors import ArgumentParser, print_error
+from rloss.utils.errors import ArgumentParser, UserError, print_error
 
+DATASETS = ("voc", "acdc")
+"""First word of the command line (voc when it is left out)."""
 EXPECTED_SPLIT_SIZES = {"train_aug": 10_582, "val": 1_449}
 """Split sizes produced by the official archives."""
 
@@ -307,14 +312,23 @@ def _name_value(text: str) -> tuple[str, str]:
     return name, value
 
 
+def _folder(text: str) -> Path:
+    """argparse type for ``--root``: a folder or a path to create, not a file."""
+    path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} exists and is not a folder")
+    return path
+
+
 def build_parser() -> argparse.ArgumentParser:
     names = ", ".join(f"{spec.name} ({spec.filename})" for spec in ARCHIVES)
     parser = ArgumentParser(
         prog="rloss data prepare",
+        usage="%(prog)s [voc] --root ROOT [options]  (or: %(prog)s acdc --root ROOT, see its --help)",
         description="Download, verify and convert PASCAL VOC2012 + SBD (train_aug) + ScribbleSup scribbles.",
         epilog=f"Archive names: {names}. Checksums are verified whatever the URL, so mirrors are safe, "
                "e.g. --url voc=http://pjreddie.com/media/files/VOCtrainval_11-May-2012.tar")
-    parser.add_argument("--root", type=Path, required=True, help="data folder to fill (created if needed)")
+    parser.add_argument("--root", type=_folder, required=True, help="data folder to fill (created if needed)")
     parser.add_argument("--from-dir", type=Path, help="take the archives from this folder instead of downloading")
     parser.add_argument("--base-url", help="mirror serving all archives under their file names")
     parser.add_argument("--url", type=_name_value, action="append", default=[], metavar="NAME=URL",
@@ -324,9 +338,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_acdc_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(
+        prog="rloss data prepare acdc",
+        description="Download (or copy) and verify the WSL4MIS preprocessed ACDC slices and volumes (2,102 h5 "
+                    "files, about 261 MB); files already in place with the right SHA-256 are kept.",
+        epilog="The images are the ACDC challenge data (Bernard et al., IEEE TMI 2018): research use, ACDC's terms.")
+    parser.add_argument("--root", type=_folder, required=True,
+                        help="data folder to fill with ACDC_training_slices/ and ACDC_training_volumes/")
+    parser.add_argument("--from-dir", type=Path,
+                        help="take the files from a local copy: a clone of HiLab-git/WSL4MIS, its data/ or data/ACDC")
+    parser.add_argument("--base-url", default=ACDC_BASE_URL,
+                        help="URL serving data/ACDC's files under their relative paths (default: %(default)s)")
+    return parser
+
+
+def main_acdc(argv: list[str]) -> int:
+    """``rloss data prepare acdc``; returns the exit status (2 when files are missing or corrupt)."""
+    args = build_acdc_parser().parse_args(argv)
+    try:
+        report = prepare_acdc(args.root, args.from_dir, args.base_url.rstrip("/"))
+    except (UserError, DownloadError) as error:
+        return print_error(f"data prepare acdc: {error}", getattr(error, "hint", None))
+    print(report.render())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``rloss data prepare`` / ``python -m rloss.tools.prepare_data``; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    dataset = argv.pop(0) if argv and argv[0] in DATASETS else "voc"
+    if dataset == "acdc":
+        return main_acdc(argv)
     parser = build_parser()
+    if argv and not argv[0].startswith("-"):
+        parser.error(f"unknown dataset {argv[0]!r} (choose from {', '.join(DATASETS)})")
     args = parser.parse_args(argv)
     try:
         checksums = {name: Checksum.parse(value) for name, value in args.checksum}

@@ -16,7 +16,7 @@ from pytorch_lightning.callbacks import BasePredictionWriter, Callback
 from pytorch_lightning.loggers import WandbLogger
 from torch import Tensor
 
-from rloss.data.constants import voc_palette
+from rloss.data.constants import PAD_INDEX, voc_palette
 from rloss.data.files import write_label_png
 from rloss.utils.errors import one_line
 
@@ -31,7 +31,7 @@ def colorize(labels: Tensor) -> np.ndarray:
 def panel(image: Tensor, scribble: Tensor, prediction: Tensor, mask: Tensor) -> np.ndarray:
     """One row [image | scribbles over the image | prediction | ground truth], (H,4W,3) uint8."""
     rgb = image.detach().cpu().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-    labeled = (scribble < 254).cpu().numpy()[..., None]
+    labeled = (scribble < PAD_INDEX).cpu().numpy()[..., None]  # class ids: neither padding nor unlabeled
     scribbles = np.where(labeled, colorize(scribble), rgb)
     return np.concatenate([rgb, scribbles, colorize(prediction), colorize(mask)], axis=1)
 

@@ -48,7 +48,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--output", default="outputs/demo", help="output folder (default: outputs/demo)")
     parser.add_argument("--steps", type=int, default=None, help="phase-1 steps (default: configs/demo, 300)")
     parser.add_argument("--finetune-steps", type=int, default=None, help="phase-2 steps (default: 150)")
-    parser.add_argument("--num-train", type=int, default=None, help="training images (default: 400)")
+    parser.add_argument("--num-train", type=int, default=None, help="training images (default: the DataModule's, 400)")
     parser.add_argument("--num-val", type=int, default=None, help="validation images (default: 100)")
     parser.add_argument("--size", type=int, default=None, help="image side in px (default: 64)")
     parser.add_argument("--seed", type=int, default=0, help="data and training seed (default: 0)")

@@ -65,8 +65,7 @@ def cli_args(run: Run, args: argparse.Namespace, output: Path, phase1: Path | No
         if args.finetune_steps is not None:
             argv.append(f"--trainer.max_steps={args.finetune_steps}")
     elif run.phase == "both":
-        if args.steps is not None or args.finetune_steps is not None:
-            argv.append(f"--trainer.max_steps={total_steps(args)}")
+        argv.append(f"--trainer.max_steps={total_steps(args)}")
     elif args.steps is not None:
         argv.append(f"--trainer.max_steps={args.steps}")
     return argv
