@@ -6,5 +6,6 @@ from setuptools import find_packages, setup
 setup(
     packages=[*find_packages("src"), "rloss.configs"],
     package_dir={"": "src", "rloss.configs": "configs"},
-    package_data={"rloss.configs": ["*.md", "**/*.yaml"], "rloss.data": ["acdc_manifest.txt"]},
+    package_data={"rloss.configs": ["*.md", "**/*.yaml"], "rloss.data": ["acdc_manifest.txt"],
+                  "rloss.tools.annotate": ["static/*.html", "static/*.js", "static/*.css"]},
 )

@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-EXPERIMENT = CONFIGS / "experiments" / "acdc_unet.yaml"
+EXPERIMENT = CONFIGS / "experiments" / "acdc" / "unet.yaml"
 PROTOCOLS = {"published": [], "cpu": [CONFIGS / "protocol" / "acdc_cpu.yaml"]}
 CLASSES = ("RV", "Myo", "LV")
 
@@ -105,7 +105,8 @@ def run(spec: str, args: argparse.Namespace) -> dict[str, object]:
     start = time.perf_counter()
     for command in (fit, test):
         with (folder / "log.txt").open("a") as log:
-            done = subprocess.run([sys.executable, "-m", "rloss", *command], stdout=log, stderr=subprocess.STDOUT, env=env)
+            rloss = [sys.executable, "-m", "rloss", *command]
+            done = subprocess.run(rloss, stdout=log, stderr=subprocess.STDOUT, env=env)
         if done.returncode:
             raise SystemExit(f"acdc.py: error: run {spec} failed ({command[0]}); see {folder / 'log.txt'}")
     seconds = time.perf_counter() - start
@@ -133,7 +134,8 @@ def table(results: dict[str, dict], args: argparse.Namespace) -> str:
     for name, r in results.items():
         per = " | ".join(f"{r['dice_per_class'][c]:.3f}" for c in CLASSES)
         val = f"{r['val_dice']:.3f}" if r.get("val_dice") is not None else "-"
-        lines.append(f"| rloss {name} | {per} | {r['dice']:.3f} | {r['hd95']:.1f} px | {val} | {r['seconds'] / 60:.1f} |")
+        minutes = r["seconds"] / 60
+        lines.append(f"| rloss {name} | {per} | {r['dice']:.3f} | {r['hd95']:.1f} px | {val} | {minutes:.1f} |")
     for name, (rv, myo, lv, mean, hd) in PUBLISHED.items():
         lines.append(f"| published {name} | {rv:.3f} | {myo:.3f} | {lv:.3f} | {mean:.3f} | {hd:.1f} mm | - | - |")
     return "\n".join(lines)
@@ -158,7 +160,7 @@ def main() -> None:
     results_path = args.output / "results.json"
     results = json.loads(results_path.read_text())["runs"] if results_path.is_file() else {}
     with ThreadPoolExecutor(args.jobs) as pool:
-        for spec, result in zip(specs, pool.map(lambda s: run(s, args), specs)):
+        for spec, result in zip(specs, pool.map(lambda s: run(s, args), specs), strict=True):
             results[spec] = result
             results_path.write_text(json.dumps({"runs": results}, indent=2))
     print(table({s: results[s] for s in results}, args))

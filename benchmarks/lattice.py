@@ -47,11 +47,11 @@ from torch import Tensor
 
 import rloss
 import rloss.lattice as lattice
-from rloss.utils.allocator import keep_freed_memory
 from rloss.lattice import bilateral_affinity, bilateral_features, bilateral_filter
 from rloss.lattice.geometry import elevation_scales, key_fields
 from rloss.lattice.numba_lattice import numba_kernels
 from rloss.regularizers import DenseCRFLoss, GatedCRFLoss, Regularizer
+from rloss.utils.allocator import keep_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
@@ -386,7 +386,8 @@ def memory_rows(paths: Sequence[Path], device: torch.device) -> list[Row]:
         ),
     }
     rows = [Row(f"torch back-end memory on {device.type}, batch of {shape}: lattice kept", f"{kept_mib:.0f} MiB")]
-    rows += [Row(f"torch back-end memory on {device.type}, batch of {shape}: {k} peak", f"{v:.0f} MiB") for k, v in peaks.items()]
+    label = f"torch back-end memory on {device.type}, batch of {shape}"
+    rows += [Row(f"{label}: {k} peak", f"{v:.0f} MiB") for k, v in peaks.items()]
     return rows
 
 

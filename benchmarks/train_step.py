@@ -30,10 +30,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from rloss.utils.allocator import keep_freed_memory
 from rloss.data.constants import IGNORE_INDEX
 from rloss.models import ScribbleSegmentation
 from rloss.regularizers import DenseCRFLoss
+from rloss.utils.allocator import keep_freed_memory
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 WEIGHT = 7.1e-5  # configs/regularizer/densecrf_pytorch.yaml (the original 2e-9 converted)

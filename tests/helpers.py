@@ -43,3 +43,14 @@ def random_blocks_image(h: int, w: int, seed: int) -> torch.Tensor:
     region = (ys * 2 // h) * 2 + (xs * 2 // w)
     image = colors[region].permute(2, 0, 1)[None] + 6 * torch.randn(1, 3, h, w, generator=g)
     return image.clamp(0, 255)
+
+
+def network_checkpoint(path: Path, backbone: str, num_classes: int, in_channels: int = 3) -> Path:
+    """Write a randomly initialised ``backbone`` as a checkpoint state_dict (``net.*`` keys) that
+    ``--model.init_weights`` accepts; returns ``path``."""
+    from rloss.models.backbones import build_backbone
+
+    torch.manual_seed(0)
+    net = build_backbone(backbone, num_classes, None, in_channels)
+    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, path)
+    return path

@@ -126,15 +126,15 @@ def test_unet_matches_the_protocol() -> None:
 
 def test_fit_and_test_through_the_cli(acdc_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     common = [
-        "--config", "configs/experiments/acdc_unet.yaml", "--config", "configs/protocol/acdc_cpu.yaml",
+        "--config", "configs/experiments/acdc/unet.yaml", "--config", "configs/protocol/acdc_cpu.yaml",
         "--config", "configs/logger/csv.yaml", "--trainer.logger.init_args.save_dir", str(tmp_path),
         "--data.init_args.root", str(acdc_root), "--data.init_args.fold", "3", "--data.init_args.val_patients", "0",
         "--data.init_args.size", "32", "--data.init_args.batch_size", "2", "--data.init_args.num_workers", "0",
     ]
     ckpt = tmp_path / "ckpt"
+    common += ["--checkpoint.dirpath", str(ckpt), "--last_checkpoint.dirpath", str(ckpt)]
     assert main(["fit", *common, "--trainer.max_steps", "2", "--trainer.val_check_interval", "1",
-                 "--model.regularizers+=configs/regularizer/acdc_gatedcrf.yaml",
-                 "--checkpoint.dirpath", str(ckpt), "--last_checkpoint.dirpath", str(ckpt)]) is None
+                 "--model.regularizers+=configs/regularizer/acdc_gatedcrf.yaml"]) is None
     assert main(["test", *common, "--ckpt_path", str(ckpt / "last.ckpt")]) is None
     metrics = next(tmp_path.glob("csv/*/metrics.csv")).read_text() if list(tmp_path.glob("csv/*/metrics.csv")) else ""
     out = capsys.readouterr().out

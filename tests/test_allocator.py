@@ -22,5 +22,6 @@ def test_keep_freed_memory_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_rloss_command_still_runs_with_it() -> None:
-    done = subprocess.run([sys.executable, "-m", "rloss", "demo", "--help"], capture_output=True, text=True, timeout=300)
+    command = [sys.executable, "-m", "rloss", "demo", "--help"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "--output" in done.stdout

@@ -48,7 +48,7 @@ def test_torch_lattice_equals_numba_lattice_on_real_images(name: str) -> None:
     for transpose in (False, True):
         assert relative_error(torch_lattice.filter(values, transpose), numba.filter(values, transpose)) < 2e-6
     wide = values.double()
-    for ours, theirs in zip(torch_lattice.filter_and_transpose(wide), numba.filter_and_transpose(wide)):
+    for ours, theirs in zip(torch_lattice.filter_and_transpose(wide), numba.filter_and_transpose(wide), strict=True):
         assert relative_error(ours, theirs) < 1e-12  # float64: equal but for summation order
 
 
@@ -117,7 +117,7 @@ def test_torch_lattice_deterministic_mode_gives_the_same_bits() -> None:
         runs = [bilateral_affinity(image, 15.0, 25.0, "torch").filter_and_transpose(values) for _ in range(2)]
     finally:
         torch.use_deterministic_algorithms(previous)
-    for first, second in zip(*runs):
+    for first, second in zip(*runs, strict=True):
         assert torch.equal(first, second)
 
 
@@ -238,7 +238,9 @@ PRECISIONS = [
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 @pytest.mark.parametrize(("accelerator", "precision"), PRECISIONS)
 @pytest.mark.parametrize("backend", list(BACKENDS))
-def test_mixed_precision_fit_with_every_regularizer(backend: str, accelerator: str, precision: str, voc_root, tmp_path) -> None:
+def test_mixed_precision_fit_with_every_regularizer(
+    backend: str, accelerator: str, precision: str, voc_root, tmp_path
+) -> None:
     from rloss.data.voc import VOCScribbleDataModule
     from rloss.models import ScribbleSegmentation
     from rloss.regularizers import GatedCRFLoss, SizeLoss

@@ -13,11 +13,11 @@ import pytest
 import torch
 from pytorch_lightning import Trainer
 
-from rloss.utils.atomic import temp_files
-from rloss.training.checkpoints import checkpoint_files, newest_usable_checkpoint
 from rloss.commands import main
-from rloss.utils.errors import UserError
 from rloss.models import ScribbleSegmentation
+from rloss.training.checkpoints import checkpoint_files, newest_usable_checkpoint
+from rloss.utils.atomic import temp_files
+from rloss.utils.errors import UserError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

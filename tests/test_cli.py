@@ -12,10 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-from rloss.training.callbacks import WandbRunId
+from helpers import network_checkpoint
 from rloss.commands import main
-from rloss.training.cli import run_cli, wandb_logged_in
 from rloss.models import ScribbleSegmentation
+from rloss.training.callbacks import WandbRunId
+from rloss.training.cli import run_cli, wandb_logged_in
 from voc_fixtures import SIZES
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -106,8 +107,10 @@ def test_predict_writes_palette_masks_of_input_sizes(voc_root: Path, tmp_path: P
     images.mkdir()
     for i, (h, w) in enumerate(SIZES):
         Image.fromarray(np.full((h, w, 3), 40 * i, np.uint8)).save(images / f"photo{i}.jpg")
+    weights = network_checkpoint(tmp_path / "net.ckpt", "lraspp_mobilenet_v3_large", 21)
     run_cli(["predict", *tiny(voc_root, "--data.predict_dir", str(images), "--data.val_batch_size", "2",
-                              "--predict_writer.output_dir", "masks", "--trainer.logger", "false")])
+                              "--predict_writer.output_dir", "masks", "--trainer.logger", "false",
+                              "--model.init_weights", str(weights))])
     for i, (h, w) in enumerate(SIZES):
         with Image.open(tmp_path / "masks" / f"photo{i}.png") as mask:
             assert mask.mode == "P" and mask.size == (w, h)
@@ -129,7 +132,9 @@ def test_tool_subcommands_dispatch_lazily(monkeypatch: pytest.MonkeyPatch) -> No
     assert main(["data", "prepare", "--root", "x"]) == 0
     assert main(["propagate", "a"]) == 0
     assert main(["demo"]) == 0
-    assert calls == [("rloss.tools.prepare_data", ["--root", "x"]), ("rloss.tools.propagate", ["a"]), ("rloss.tools.demo", [])]
+    assert calls == [
+        ("rloss.tools.prepare_data", ["--root", "x"]), ("rloss.tools.propagate", ["a"]), ("rloss.tools.demo", [])
+    ]
 
 
 def test_wandb_login_detection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,7 +15,7 @@ from rloss.training.cli import run_cli
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 EXPERIMENTS = sorted((CONFIGS / "experiments").glob("*.yaml"))
-PHASE2 = ("densecrf", "ncut", "gatedcrf", "size")
+PHASE2 = ("densecrf", "ncut", "gatedcrf", "size", "selflabel")
 NETWORKS = sorted({path.stem.rsplit("_", 1)[0] for path in EXPERIMENTS})
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")

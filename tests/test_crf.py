@@ -1,4 +1,5 @@
-"""Mean-field DenseCRF: energy decreases on a real image, it cleans a noisy softmax, predict with a DenseCRF postprocess."""
+"""Mean-field DenseCRF: energy decreases on a real image, it cleans a noisy softmax, predict with a DenseCRF
+postprocess."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from rloss.training.cli import run_cli
+from helpers import network_checkpoint
 from rloss.crf import DenseCRF
 from rloss.data.files import read_image, read_label
+from rloss.training.cli import run_cli
 from test_cli import tiny
 
 DATA = Path(__file__).parent / "data"
@@ -79,7 +81,9 @@ def test_predict_with_crf_postprocess(voc_root: Path, tmp_path: Path, monkeypatc
         Image.fromarray(np.random.default_rng(i).integers(0, 255, (h, w, 3), dtype=np.uint8)).save(images / f"p{i}.png")
     cli = run_cli(["predict", *tiny(voc_root, "--data.predict_dir", str(images), "--data.val_batch_size", "2",
                                     "--predict_writer.output_dir", "masks", "--trainer.logger", "false",
-                                    "--model.postprocess", "rloss.crf.DenseCRF")])
+                                    "--model.postprocess", "rloss.crf.DenseCRF",
+                                    "--model.init_weights", str(network_checkpoint(tmp_path / "net.ckpt",
+                                                                                   "lraspp_mobilenet_v3_large", 21)))])
     assert isinstance(cli.model.crf, DenseCRF)
     for i, (h, w) in enumerate(sizes):
         with Image.open(tmp_path / "masks" / f"p{i}.png") as mask:

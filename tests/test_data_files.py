@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from rloss.utils.atomic import temp_files
 from rloss.data.constants import IGNORE_INDEX, PAD_INDEX, voc_palette
 from rloss.data.files import read_label, write_label_png
+from rloss.utils.atomic import temp_files
 from rloss.utils.checks import check_labels
 
 

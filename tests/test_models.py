@@ -108,7 +108,7 @@ def test_init_weights_loads_network_weights(tmp_path) -> None:
     path = tmp_path / "phase1.ckpt"
     torch.save({"state_dict": source.state_dict()}, path)
     target = tiny_model(init_weights=str(path))
-    for (name, a), b in zip(source.net.state_dict().items(), target.net.state_dict().values()):
+    for (name, a), b in zip(source.net.state_dict().items(), target.net.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
 
 

@@ -142,11 +142,13 @@ def test_wheel_install_runs_from_any_folder(tmp_path: Path) -> None:
     assert {p.relative_to(installed) for p in installed.rglob("*") if p.suffix in (".yaml", ".md")} == shipped
     script = (
         "import rloss, rloss.tools.demo; from rloss.training.config_files import configs_path, resolve_config; "
-        "print(rloss.__file__, rloss.tools.demo.CONFIG_DIR, resolve_config('configs/experiments/deeplab_largefov_pce.yaml'))"
+        "print(rloss.__file__, rloss.tools.demo.CONFIG_DIR, "
+        "resolve_config('configs/experiments/deeplab_largefov_pce.yaml'))"
     )
     module, demo_configs, experiment = run([sys.executable, "-c", script], elsewhere, target).split()
     assert Path(module).parent == target / "rloss"
-    assert Path(demo_configs) == installed / "demo" and Path(experiment) == installed / "experiments" / "deeplab_largefov_pce.yaml"
+    assert Path(demo_configs) == installed / "demo"
+    assert Path(experiment) == installed / "experiments" / "deeplab_largefov_pce.yaml"
     assert "--quick" in run([str(target / "bin" / "rloss"), "demo", "--help"], elsewhere, target)
     printed = run([sys.executable, "-m", "rloss", "fit", "--config", experiment, "--print_config"], elsewhere, target)
     assert "backbone: deeplab_largefov" in printed and "crop_size: 321" in printed

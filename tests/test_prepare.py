@@ -9,15 +9,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from prepare_fixtures import (
-    ALL_IDS, HEIGHT, SBD_CLASS, SCRIBBLES, TRAIN_AUG, VOC_VAL, WIDTH, build_archives, build_scribble_zip, build_tar,
-    md5, sbd_mask, scribble_xml, serve, voc_mask,
-)
 
+from prepare_fixtures import (
+    ALL_IDS,
+    HEIGHT,
+    SBD_CLASS,
+    SCRIBBLES,
+    TRAIN_AUG,
+    VOC_VAL,
+    WIDTH,
+    build_archives,
+    build_scribble_zip,
+    build_tar,
+    md5,
+    sbd_mask,
+    scribble_xml,
+    serve,
+    voc_mask,
+)
 from rloss.data.archives import UnsafeArchiveError, safe_extract
 from rloss.data.download import Checksum, DownloadError, download
-from rloss.tools.prepare_data import SCRIBBLE_DIR, main, prepare, resolve_archives
 from rloss.data.scribbles import UnknownScribbleClassError, read_scribbles
+from rloss.tools.prepare_data import SCRIBBLE_DIR, main, prepare, resolve_archives
 
 VOC_TAR = "VOCtrainval_11-May-2012.tar"
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from prepare_fixtures import serve
 
+from prepare_fixtures import serve
 from rloss.data import acdc_files
 from rloss.data.acdc_files import SLICES_DIR, VOLUMES_DIR, read_manifest
 from rloss.tools.prepare_data import main
@@ -83,7 +83,7 @@ def test_from_dir_layouts(tmp_path: Path, layout: str, capsys: pytest.CaptureFix
     assert (root / SLICE).stat().st_ino == (source / layout / SLICE).stat().st_ino  # hard-linked
     out = capsys.readouterr().out
     assert f"({len(FILES)} fetched, 0 already in place)" in out
-    assert f"rloss fit --config configs/experiments/acdc_unet.yaml --data.root {root.resolve()}" in out
+    assert f"rloss fit --config configs/experiments/acdc/unet.yaml --data.root {root.resolve()}" in out
 
 
 def test_download_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -15,8 +15,8 @@ from rloss.commands import main
 from rloss.data.constants import voc_palette
 from rloss.data.files import read_label
 from rloss.metrics import mean_iou
-from rloss.tools.propagate import load_pair, propagate, voronoi_baseline
 from rloss.regularizers import build_regularizer
+from rloss.tools.propagate import load_pair, propagate, voronoi_baseline
 
 DATA = Path(__file__).parent / "data"
 FAST = ["--steps", "30", "--width", "48"]
@@ -27,7 +27,9 @@ def test_propagate_beats_nearest_scribble_and_the_previous_defaults_on_real_scri
     image, scribbles = load_pair(DATA / f"{stem}.jpg", DATA / f"{stem}_scribble.png", 21)
     truth = read_label(DATA / f"{stem}_gt.png", 21, image.shape[-2:])
     mask = propagate(image.permute(1, 2, 0).to(torch.uint8).numpy(), scribbles)
-    previous = propagate(image, scribbles, [build_regularizer("densecrf", sigma_xy=6.4)], steps=300, lr=0.1, iterations=0)
+    previous = propagate(
+        image, scribbles, [build_regularizer("densecrf", sigma_xy=6.4)], steps=300, lr=0.1, iterations=0
+    )
     ours, baseline = mean_iou(mask, truth, 21), mean_iou(voronoi_baseline(scribbles), truth, 21)
     print(f"{stem}: nearest scribble {baseline:.1f}, previous {mean_iou(previous, truth, 21):.1f}, "
           f"defaults {ours:.1f} mIoU")
@@ -52,6 +54,70 @@ def test_label_propagation_follows_colour_regions_and_keeps_the_scribbles() -> N
     assert float(probs[0, 0, 10, 2]) == 1.0 and float(probs[0, 1, 10, 37]) == 1.0
     uniform = propagate_labels(image, labels, 2, iterations=0, width=40)
     assert float(uniform[0, 0, 0, 0]) == 0.5
+
+
+def _heart(size: int = 128) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A synthetic cardiac slice in float 0..1 (image, truth, scribbles (H, W)): dark air (0.05)
+    around a grey body disc (0.5), in it a dark ring (0.12, class 2) around a bright pool (0.9,
+    class 3), a little noise; scribbles are loops inside the pool, the ring and the body around the
+    ring (class 0), as in ACDC. The air is as dark as the ring but far from its scribble."""
+    rows, cols = np.mgrid[:size, :size]
+    radius = np.hypot(rows - size / 2, cols - size / 2)
+    truth = np.where(radius < 10, 3, np.where(radius < 17, 2, 0))
+    image = np.where(radius < 10, 0.9, np.where(radius < 17, 0.12, np.where(radius < 45, 0.5, 0.05)))
+    image = np.clip(image + np.random.default_rng(0).normal(0, 0.02, image.shape), 0, 1).astype(np.float32)
+    scribbles = np.full((size, size), 255)
+    for low, high, label in ((4, 5.5, 3), (13, 14.5, 2), (28, 30, 0)):
+        scribbles[(radius >= low) & (radius < high)] = label
+    return image, truth, scribbles
+
+
+def test_the_mask_does_not_depend_on_the_intensity_units() -> None:
+    """The same grayscale slice in float 0..1, in 0..255 and in 16-bit levels gives the same mask
+    (the propagation works on the image's own range), and that mask is the truth almost everywhere."""
+    image, truth, scribbles = _heart()
+    masks = [propagate(torch.from_numpy(image * scale), torch.from_numpy(scribbles)) for scale in (1.0, 255.0, 65535.0)]
+    assert torch.equal(masks[0], masks[1]) and torch.equal(masks[0], masks[2])
+    assert mean_iou(masks[0], torch.from_numpy(truth), 4) > 90.0
+
+
+def test_normalize_intensities_maps_each_image_range_to_0_255() -> None:
+    from rloss.tools.propagate import normalize_intensities
+
+    images = torch.stack([torch.linspace(0.2, 0.7, 12).reshape(1, 3, 4), torch.full((1, 3, 4), 7.0)])
+    out = normalize_intensities(images)
+    assert torch.allclose(out[0], (images[0] - 0.2) / 0.5 * 255.0, atol=1e-4)
+    assert torch.equal(out[1], torch.zeros(1, 3, 4))  # a constant image: no intensity edges
+
+
+def test_far_regions_go_to_the_nearest_scribble_not_to_the_class_of_their_intensity() -> None:
+    """The ACDC failure on a constructed slice: the air outside the body is as dark as the ring, but
+    the body's background loop is its nearest scribble; it must not become ring (class 2). The mask
+    agrees with nearest-scribble labelling on the air and with the truth on the ring and the pool."""
+    image, truth, scribbles = _heart()
+    mask, truth = propagate(image, scribbles).numpy(), truth
+    rows, cols = np.mgrid[:128, :128]
+    air = np.hypot(rows - 64, cols - 64) >= 47
+    assert (mask[air] == voronoi_baseline(scribbles).numpy()[air]).all() and (mask[air] == 0).all()
+    for label in (2, 3):
+        assert ((mask == label) & (truth == label)).sum() > 0.95 * (truth == label).sum()
+
+
+def test_spatial_bandwidth_follows_the_scribble_spacing() -> None:
+    """Two vertical strokes 10 px apart: spacing 10, sigma_xy 0.3 x 10 = 3 px; strokes at the image's
+    ends: the upper bound 0.15 x width; a single class: the upper bound too."""
+    from rloss.regularizers.affinity import PROPAGATION_SIGMA_XY_BOUNDS, PROPAGATION_SIGMA_XY_SPACING
+    from rloss.tools.propagate import propagation_sigma_xy, scribble_spacing
+
+    labels = torch.full((20, 40), 255)
+    labels[:, 10], labels[:, 20] = 0, 1
+    assert scribble_spacing(labels) == 10.0
+    assert propagation_sigma_xy(labels, 40) == pytest.approx(PROPAGATION_SIGMA_XY_SPACING * 10.0)
+    labels[:, 20], labels[:, 39] = 255, 1
+    assert propagation_sigma_xy(labels, 40) == pytest.approx(PROPAGATION_SIGMA_XY_BOUNDS[1] * 40)
+    labels[:, 39] = 0
+    assert scribble_spacing(labels) == float("inf")
+    assert propagation_sigma_xy(labels, 40) == pytest.approx(PROPAGATION_SIGMA_XY_BOUNDS[1] * 40)
 
 
 def test_voronoi_baseline_copies_the_nearest_scribble() -> None:
@@ -175,7 +241,8 @@ def _no_compute(*args: object, **kwargs: object) -> None:
 
 @pytest.mark.parametrize(
     ("argument", "value"),
-    [("--width", "0"), ("--width", "-3"), ("--steps", "-1"), ("--iterations", "-1"), ("--lr", "0"), ("--lr", "nan"), ("--lr", "-1")],
+    [("--width", "0"), ("--width", "-3"), ("--steps", "-1"), ("--iterations", "-1"), ("--lr", "0"),
+     ("--lr", "nan"), ("--lr", "-1")],
 )
 def test_bad_settings_raise_naming_the_argument(
     argument: str, value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -188,23 +190,24 @@ def test_bad_probs_are_named(cls, probs, roi, message) -> None:
 @pytest.mark.parametrize("cls", [DenseCRFLoss, NormalizedCutLoss])
 def test_bad_images_and_settings_are_named(cls) -> None:
     probs = soft_masks(1, 2, 6, 6, 0, torch.float32)
-    with pytest.raises(ValueError, match="normalized"):
-        cls().energy(torch.randn(1, 3, 6, 6), probs)
-    with pytest.raises(ValueError, match=r"scaled to \[0, 1\]"):
-        cls().energy(torch.rand(1, 3, 6, 6), probs)
-    for kwargs, message in [({"sigma_rgb": 0}, "sigma_rgb"), ({"sigma_xy": -2}, "sigma_xy"), ({"scale_factor": 2}, "scale_factor")]:
+    for image, message in [(torch.rand(3, 6, 6), r"\(B, C, H, W\)"), (torch.full((1, 3, 6, 6), math.nan), "NaN"),
+                           (torch.ones(1, 3, 6, 6, dtype=torch.int64), "dtype")]:
+        with pytest.raises(ValueError, match=message):
+            cls().energy(image, probs)
+    settings = [({"sigma_rgb": 0}, "sigma_rgb"), ({"sigma_xy": -2}, "sigma_xy"), ({"scale_factor": 2}, "scale_factor")]
+    for kwargs, message in settings:
         with pytest.raises(ValueError, match=message):
             cls(**kwargs)
 
 
 def test_registry_builds_by_name_and_weights() -> None:
-    assert set(REGISTRY) == {"densecrf", "gatedcrf", "ncut", "size"}
+    assert set(REGISTRY) == {"densecrf", "gatedcrf", "ncut", "selflabel", "size"}
     image = random_blocks_image(8, 8, 2)
     probs = soft_masks(1, 3, 8, 8, 5, torch.float32)
     crf = build_regularizer("densecrf", weight=3.0, sigma_xy=5.0)
     assert isinstance(crf, DenseCRFLoss)
     torch.testing.assert_close(crf(image, probs), 3.0 * crf.energy(image, probs))
-    with pytest.raises(ValueError, match="densecrf, gatedcrf, ncut, size"):
+    with pytest.raises(ValueError, match="densecrf, gatedcrf, ncut, selflabel, size"):
         build_regularizer("potts")
 
 
@@ -215,7 +218,8 @@ def test_partial_cross_entropy_counts_labeled_pixels_only() -> None:
     labels[0, 1, 2], labels[0, 3, 3], labels[1, 0, 0] = 1, 3, 0
     labels[1, 4, :] = 254  # padding
     expected = torch.stack(
-        [F.cross_entropy(logits[0, :, 1, 2][None], torch.tensor([1])), F.cross_entropy(logits[0, :, 3, 3][None], torch.tensor([3])),
+        [F.cross_entropy(logits[0, :, 1, 2][None], torch.tensor([1])),
+         F.cross_entropy(logits[0, :, 3, 3][None], torch.tensor([3])),
          F.cross_entropy(logits[1, :, 0, 0][None], torch.tensor([0]))]
     ).mean()
     torch.testing.assert_close(partial_cross_entropy(logits, labels), expected)

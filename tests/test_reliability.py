@@ -17,12 +17,12 @@ from PIL import Image
 
 import rloss.data.verify
 from rloss.commands import main
-from rloss.training.cli import drop_noise
 from rloss.data.constants import IGNORE_INDEX, VOC_DIR
 from rloss.data.voc import VOCScribbleDataModule
-from rloss.utils.errors import DataError
 from rloss.models import ScribbleSegmentation
 from rloss.regularizers import DenseCRFLoss, SizeLoss
+from rloss.training.cli import drop_noise
+from rloss.utils.errors import DataError
 from voc_fixtures import save_label
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -92,7 +92,8 @@ def test_bad_regularizer_weight_in_yaml_is_named(
 ) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text(
-        f"model:\n  regularizers:\n  - class_path: rloss.regularizers.SizeLoss\n    init_args:\n      weight: {weight}\n"
+        f"model:\n  regularizers:\n  - class_path: rloss.regularizers.SizeLoss\n"
+        f"    init_args:\n      weight: {weight}\n"
     )
     err = short_error(capsys, demo_fit("--config", str(config)))
     assert f"rloss: error: weight must be a finite number >= 0, got {match}" in err

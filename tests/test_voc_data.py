@@ -11,9 +11,8 @@ import torch
 from PIL import Image
 
 from rloss.data.base import ImageFolderDataset
-from rloss.data.constants import IGNORE_INDEX, PAD_INDEX
+from rloss.data.constants import IGNORE_INDEX, PAD_INDEX, SCRIBBLE_DIR, VOC_DIR
 from rloss.data.transforms import MEAN_RGB
-from rloss.data.constants import SCRIBBLE_DIR, VOC_DIR
 from rloss.data.voc import VOCScribbleDataModule
 from voc_fixtures import SIZES, make_voc_tree, save_label
 
@@ -108,6 +107,14 @@ def test_predict_folder_keeps_image_sizes(tmp_path: Path) -> None:
     for i, (h, w) in enumerate(SIZES):
         Image.fromarray(np.zeros((h, w, 3), np.uint8)).save(tmp_path / f"img{i}.png")
     (tmp_path / "notes.txt").write_text("not an image")
-    dataset = ImageFolderDataset(tmp_path)
+    dataset = ImageFolderDataset(tmp_path, 3)
     assert [item["name"] for item in dataset] == ["img0", "img1"]
     assert [tuple(item["size"].tolist()) for item in dataset] == list(SIZES)
+
+
+def test_predict_folder_gives_images_the_model_channels(tmp_path: Path) -> None:
+    Image.fromarray(np.arange(12, dtype=np.uint8).reshape(3, 4)).save(tmp_path / "gray.png")
+    image = ImageFolderDataset(tmp_path, 3)[0]["image"]
+    assert image.shape == (3, 3, 4)
+    assert all(np.array_equal(image[c].numpy(), np.arange(12.0).reshape(3, 4)) for c in range(3))
+    assert ImageFolderDataset(tmp_path, 1)[0]["image"].shape == (1, 3, 4)

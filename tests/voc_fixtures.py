@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rloss.data.constants import IGNORE_INDEX, voc_palette
-from rloss.data.constants import SCRIBBLE_DIR, VOC_DIR
+from rloss.data.constants import IGNORE_INDEX, SCRIBBLE_DIR, VOC_DIR, voc_palette
 
 SIZES: tuple[tuple[int, int], ...] = ((48, 64), (40, 56))
 """(H, W) of the images, alternating, so whole-image batches need padding."""

@@ -33,6 +33,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(("test",), "metrics of a checkpoint on the test split (optionally with CRF post-processing)"),
     Command(("predict",), "write palette PNG masks of a folder of images"),
     Command(("propagate",), "scribbles -> dense mask of one image (or folder)", "rloss.tools.propagate"),
+    Command(("annotate",), "scribble in a browser, see the dense mask, save both", "rloss.tools.annotate"),
     Command(("demo",), "the paper's protocol on synthetic data, on CPU, in minutes", "rloss.tools.demo"),
     Command(("data", "prepare"), "download, verify and convert a dataset (voc, acdc)", "rloss.tools.prepare_data"),
 )

@@ -3,7 +3,8 @@ Koltun, NIPS 2011) on a network's softmax, with the permutohedral lattice.
 
 Energy of a labeling x: E(x) = sum_i U_i(x_i) + sum_{i<j} k(i, j) [x_i != x_j] (Potts), with
 U = -log(softmax) and k = w_app exp(-|p_i-p_j|^2/2 sxy_app^2 - |I_i-I_j|^2/2 srgb_app^2)
-+ w_smooth exp(-|p_i-p_j|^2/2 sxy_smooth^2) (p in pixels, I RGB 0..255). Defaults are DeepLab's.
++ w_smooth exp(-|p_i-p_j|^2/2 sxy_smooth^2) (p in pixels, I the C >= 1 intensities of the image, srgb_app
+in their units). Defaults are DeepLab's (RGB 0..255).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ EPS: float = 1e-8
 
 @dataclass(frozen=True)
 class _Kernels:
-    """The two affinities of one batch: appearance (RGBXY, d = 5) and smoothness (XY, d = 2)."""
+    """The two affinities of one batch: appearance (intensities and XY, d = 2 + C) and smoothness (XY, d = 2)."""
 
     appearance: Affinity
     smoothness: Affinity
@@ -33,7 +34,8 @@ class DenseCRF:
 
     Args:
         iterations: mean-field iterations.
-        sxy_app, srgb_app, w_app: appearance kernel std in pixels and in RGB levels, and weight.
+        sxy_app, srgb_app, w_app: appearance kernel std in pixels and in the images' intensity units
+            (levels of 0..255 images by default), and weight.
         sxy_smooth, w_smooth: smoothness kernel std in pixels, and weight.
         damping: step size in (0, 1]: Q <- (1 - damping) Q + damping softmax(-U + message(Q)).
             1 is the standard parallel update.
@@ -63,7 +65,7 @@ class DenseCRF:
         self.backend = check_backend(backend)
 
     def kernels(self, images: Tensor) -> _Kernels:
-        """Build both affinities of images (B, 3, H, W) RGB 0..255, once per batch."""
+        """Build both affinities of images (B, C, H, W) intensities (srgb_app in their units), once per batch."""
         appearance = bilateral_affinity(images, self.srgb_app, self.sxy_app, self.backend)
         smoothness = bilateral_affinity(images, 1.0, self.sxy_smooth, self.backend, spatial_only=True)
         return _Kernels(appearance, smoothness)
@@ -92,7 +94,7 @@ class DenseCRF:
         return sequence
 
     def __call__(self, images: Tensor, probs: Tensor) -> Tensor:
-        """Refined probabilities (B, K, H, W) of the softmax ``probs`` on images RGB 0..255."""
+        """Refined probabilities (B, K, H, W) of the softmax ``probs`` on images (B, C, H, W)."""
         return self.iterate(images, probs)[-1].to(probs.dtype)
 
     def energy(self, images: Tensor, probs: Tensor, q: Tensor, entropy: bool = False) -> Tensor:

@@ -49,7 +49,7 @@ class ACDCReport:
         done = f"{self.fetched} fetched, " if self.fetched else ""
         lines = [f"ACDC ready in {self.root} ({done}{sum(self.counts.values()) - self.fetched} already in place)"]
         lines += [f"  {folder}/ {count:5d} files, SHA-256 verified" for folder, count in self.counts.items()]
-        fit = f"rloss fit --config configs/experiments/acdc_unet.yaml --data.root {shlex.quote(str(self.root))}"
+        fit = f"rloss fit --config configs/experiments/acdc/unet.yaml --data.root {shlex.quote(str(self.root))}"
         return "\n".join([*lines, "Next:", f"  {fit}"])
 
 

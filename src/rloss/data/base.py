@@ -31,10 +31,11 @@ STAGE_SPLITS: dict[str, tuple[Split, ...]] = {"fit": ("train", "val"), "validate
 
 
 class ImageFolderDataset(Dataset):
-    """All images of a folder (sorted by name), for prediction; items hold image, name, size."""
+    """All images of a folder (sorted by name), for prediction; items hold image (``channels``, H, W),
+    name, size."""
 
-    def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder)
+    def __init__(self, folder: str | Path, channels: int) -> None:
+        self.folder, self.channels = Path(folder), channels
         if not self.folder.is_dir():
             raise FileNotFoundError(f"predict folder {self.folder} does not exist")
         self.paths = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -48,7 +49,7 @@ class ImageFolderDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         path = self.paths[index]
-        image = read_image(path)
+        image = read_image(path, self.channels)
         return {"image": image, "name": path.stem, "size": torch.tensor(image.shape[-2:])}
 
 
@@ -151,4 +152,4 @@ class SegmentationDataModule(pl.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         if self.predict_dir is None:
             raise ValueError("predict needs a folder of images: set --data.predict_dir DIR")
-        return self._loader(ImageFolderDataset(self.predict_dir), self.val_batch_size)
+        return self._loader(ImageFolderDataset(self.predict_dir, self.in_channels), self.val_batch_size)

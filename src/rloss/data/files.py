@@ -14,28 +14,81 @@ from rloss.utils.atomic import atomic_path
 from rloss.data.constants import voc_palette
 from rloss.utils.checks import check_labels
 
-IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-"""File name endings read as images (lower case)."""
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".npy")
+"""File name endings read as images (lower case); ``.npy``: a NumPy array (see :func:`read_image`)."""
+
+DEPTH_MODES: tuple[str, ...] = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+"""Pillow modes of 1-channel images read at their real depth (16-bit, 32-bit integer, 32-bit float)."""
 
 
 def load_image(path: Path) -> Image.Image:
     """Open and fully decode an image file. ValueError naming the file when it cannot be decoded
-    (truncated, corrupt, not an image); FileNotFoundError when it is missing."""
+    (truncated, corrupt, not an image) or has more than twice Pillow's ``Image.MAX_IMAGE_PIXELS``
+    pixels (its decompression-bomb limit; 2 x 89,478,485 by default); FileNotFoundError when it is missing."""
     try:
         image = Image.open(path)
         image.load()
     except FileNotFoundError:
         raise
+    except Image.DecompressionBombError as error:
+        raise ValueError(
+            f"{path}: the image is too large ({error}); expected at most 2 x PIL.Image.MAX_IMAGE_PIXELS "
+            "pixels (Pillow's decompression-bomb limit; raise it to read larger images)"
+        ) from error
     except (OSError, SyntaxError) as error:  # PIL: UnidentifiedImageError, truncated data, bad chunks
         raise ValueError(f"{path}: cannot decode the image ({error}); expected a valid image file") from error
     return image
 
 
-def read_image(path: Path) -> Tensor:
-    """Read an image file as float32 (3,H,W) RGB in 0..255."""
+def _read_pixels(path: Path) -> np.ndarray:
+    """(C, H, W) float32 of an image file (see :func:`read_image`)."""
     with load_image(path) as img:
-        array = np.asarray(img.convert("RGB"), dtype=np.float32)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+        if img.mode in DEPTH_MODES:
+            array = np.asarray(img).astype(np.float32)
+        elif img.mode in ("1", "L", "LA"):
+            array = np.asarray(img.convert("L"), dtype=np.float32)
+        else:
+            array = np.asarray(img.convert("RGB"), dtype=np.float32)
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def _read_array(path: Path) -> np.ndarray:
+    """(C, H, W) float32 of a ``.npy`` file holding real numbers of shape (H, W) or (C, H, W)."""
+    expected = "a .npy file of real numbers of shape (H, W) or (C, H, W)"
+    try:
+        array = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: cannot read the array ({error}); expected {expected}") from error
+    if not (isinstance(array, np.ndarray) and array.ndim in (2, 3) and array.size and array.dtype.kind in "buif"):
+        found = type(array).__name__
+        if isinstance(array, np.ndarray):
+            found = f"a {array.dtype} array of shape {array.shape}"
+        raise ValueError(f"{path}: holds {found}; expected {expected}")
+    array = array.astype(np.float32)
+    return array[None] if array.ndim == 2 else array
+
+
+def read_image(path: Path, channels: int | None = None) -> Tensor:
+    """Read an image file as float32 (C, H, W) intensities in the file's own units.
+
+    Grayscale (modes L, 1, LA) -> (1, H, W) in 0..255; 16-bit and 32-bit grayscale (I;16, I, F: PNG,
+    TIFF) -> (1, H, W) at their real depth (0..65535 for 16-bit); every other mode (RGB; RGBA and
+    LA lose their alpha; palette, CMYK, ...) -> (3, H, W) RGB in 0..255 (Pillow reads 16-bit colour
+    PNGs as 8-bit); ``.npy`` -> its (H, W) or (C, H, W) array. ``channels``: the C expected; a
+    1-channel image is repeated to it (grayscale files in a set of colour photos), another C is a
+    ValueError. ValueError naming the file for NaN/inf values.
+    """
+    path = Path(path)
+    image = torch.from_numpy(_read_array(path) if path.suffix.lower() == ".npy" else _read_pixels(path))
+    if not torch.isfinite(image).all():
+        raise ValueError(f"{path}: holds NaN/inf values; expected finite intensities")
+    if channels is not None and image.shape[0] != channels:
+        if image.shape[0] != 1:
+            raise ValueError(f"{path}: has {image.shape[0]} channels; expected {channels} (or 1)")
+        image = image.expand(channels, -1, -1)
+    return image.contiguous()
 
 
 def read_label(path: Path, num_classes: int, size: Sequence[int]) -> Tensor:

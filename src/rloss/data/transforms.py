@@ -16,7 +16,13 @@ from rloss.data.constants import PAD_INDEX
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 MEAN_RGB: tuple[float, float, float] = tuple(255.0 * m for m in IMAGENET_MEAN)
-"""The ImageNet mean colour in 0..255: image padding, which normalizes to 0."""
+"""The ImageNet mean colour in 0..255: padding of 3-channel images, which normalizes to 0."""
+
+
+def image_padding(channels: int) -> tuple[float, ...]:
+    """Padding value of each of an image's ``channels``: the ImageNet mean colour MEAN_RGB for 3-channel
+    (RGB) images, 0 for any other channel count (grayscale, MRI, multi-band)."""
+    return MEAN_RGB if channels == 3 else (0.0,) * channels
 
 LABEL_KEYS: tuple[str, ...] = ("scribble", "mask")
 
@@ -44,9 +50,10 @@ class RandomScale(v2.Transform):
         return self._call_kernel(F.resize, inpt, params["size"], antialias=True)
 
 
-def train_transform(crop_size: int, scale_range: tuple[float, float] = (0.5, 2.0)) -> v2.Compose:
-    """Random scale, crop ``crop_size`` (image padded with the mean, labels with 254), h-flip."""
-    fill = {tv_tensors.Image: MEAN_RGB, tv_tensors.Mask: PAD_INDEX}
+def train_transform(crop_size: int, scale_range: tuple[float, float] = (0.5, 2.0), channels: int = 3) -> v2.Compose:
+    """Random scale, crop ``crop_size`` (images of ``channels`` channels padded with
+    :func:`image_padding`, labels with 254), h-flip."""
+    fill = {tv_tensors.Image: image_padding(channels), tv_tensors.Mask: PAD_INDEX}
     return v2.Compose(
         [
             RandomScale(scale_range),
@@ -57,7 +64,7 @@ def train_transform(crop_size: int, scale_range: tuple[float, float] = (0.5, 2.0
 
 
 def apply_transform(transform: v2.Transform | None, item: dict[str, Any]) -> dict[str, Any]:
-    """Run a joint transform on an item {"image" (3,H,W), "scribble"/"mask" (H,W), ...}."""
+    """Run a joint transform on an item {"image" (C,H,W), "scribble"/"mask" (H,W), ...}."""
     if transform is None:
         return item
     wrapped = dict(item, image=tv_tensors.Image(item["image"]))
@@ -74,18 +81,22 @@ def apply_transform(transform: v2.Transform | None, item: dict[str, Any]) -> dic
 def pad_collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Stack items, padding each to the largest H and W of the batch (bottom/right).
 
-    Images (3,H,W) are padded with the mean colour, label maps (H,W) with 254 (padding),
-    so full-size validation images of different sizes batch together. Other keys become lists,
-    except tensors, which are stacked.
+    Images (C,H,W), one C for the batch, are padded with :func:`image_padding` (the mean colour for
+    C = 3, else 0), label maps (H,W) with 254 (padding), so full-size validation images of different
+    sizes batch together. Other keys become lists, except tensors, which are stacked.
     """
     height = max(item["image"].shape[-2] for item in items)
     width = max(item["image"].shape[-1] for item in items)
-    mean = torch.tensor(MEAN_RGB).view(3, 1, 1)
+    counts = sorted({item["image"].shape[0] for item in items})
+    if len(counts) > 1:
+        raise ValueError(f"images of a batch have {counts} channels; expected one channel count for all")
+    channels = counts[0]
+    fill = torch.tensor(image_padding(channels)).view(channels, 1, 1)
     batch: dict[str, Any] = {}
     for key in items[0]:
         values = [item[key] for item in items]
         if key == "image":
-            out = mean.expand(len(values), 3, height, width).clone()
+            out = fill.expand(len(values), channels, height, width).clone()
             for i, v in enumerate(values):
                 out[i, :, : v.shape[-2], : v.shape[-1]] = v
             batch[key] = out

@@ -75,7 +75,7 @@ class VOCScribbleDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         name = self.names[index]
         paths = self._paths(name)
-        image = read_image(paths["image"])
+        image = read_image(paths["image"], channels=3)
         size = image.shape[-2:]
         mask = read_label(paths["mask"], self.num_classes, size)
         if "scribble" in paths:

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from rloss.lattice.base import BACKENDS, Affinity, GaussianAffinity
-from rloss.lattice.features import bilateral_features
+from rloss.lattice.features import bilateral_features_and_bounds
 from rloss.utils.checks import check_values
 
 def backend_names() -> tuple[str, ...]:
@@ -43,14 +43,13 @@ def gaussian_affinity(
 def bilateral_affinity(
     images: Tensor, sigma_rgb: float, sigma_xy: float, backend: str = "auto", spatial_only: bool = False
 ) -> Affinity:
-    """The RGBXY affinity W_ij = exp(-|p_i-p_j|^2 / 2 sigma_xy^2 - |I_i-I_j|^2 / 2 sigma_rgb^2) of
-    images (B, 3, H, W) RGB 0..255 (p in pixels), on the images' device; with ``spatial_only`` the XY
-    one, exp(-|p_i-p_j|^2 / 2 sigma_xy^2) (the images give only the grid; sigma_rgb is unused)."""
+    """The bilateral affinity W_ij = exp(-|p_i-p_j|^2 / 2 sigma_xy^2 - |I_i-I_j|^2 / 2 sigma_rgb^2) of
+    images (B, C, H, W) intensities, any C >= 1 (sigma_rgb in their units; p in pixels), on the images'
+    device; with ``spatial_only`` the XY one, exp(-|p_i-p_j|^2 / 2 sigma_xy^2) (the images give only
+    the grid; sigma_rgb is unused). The features' limits passed to the back-end come from the images'
+    range (measured once for float images, 0..255 for uint8)."""
     cls = resolve_backend(backend, images.device)
-    features = bilateral_features(images, sigma_rgb, sigma_xy, cls.feature_dtype)
-    h, w = images.shape[-2:]
-    rgb = 255.0 / sigma_rgb
-    lo, hi = [0.0] * 5, [(w - 1) / sigma_xy, (h - 1) / sigma_xy, rgb, rgb, rgb]  # known feature bounds
+    features, (lo, hi) = bilateral_features_and_bounds(images, sigma_rgb, sigma_xy, cls.feature_dtype)
     if spatial_only:
         return cls(features[..., :2].contiguous(), (lo[:2], hi[:2]))
     return cls(features, (lo, hi))
@@ -59,11 +58,12 @@ def bilateral_affinity(
 def bilateral_filter(
     images: Tensor, values: Tensor, sigma_rgb: float, sigma_xy: float, transpose: bool = False, backend: str = "auto"
 ) -> Tensor:
-    """``out_i = sum_j W_ij v_j`` with the RGBXY Gaussian affinity W (see :func:`bilateral_affinity`).
+    """``out_i = sum_j W_ij v_j`` with the bilateral Gaussian affinity W (see :func:`bilateral_affinity`).
 
-    images: (B, 3, H, W) RGB in 0..255; values: (B, C, H, W) float. Returns (B, C, H, W) on values'
-    device and dtype. ``transpose=True`` applies W^T (the lattices' W is slightly asymmetric), which
-    exact gradients need. ``backend="exact"`` is the brute-force reference (small images).
+    images: (B, C, H, W) intensities (sigma_rgb in their units); values: (B, K, H, W) float, any K.
+    Returns (B, K, H, W) on values' device and dtype. ``transpose=True`` applies W^T (the lattices'
+    W is slightly asymmetric), which exact gradients need. ``backend="exact"`` is the brute-force
+    reference (small images).
     """
     check_backend(backend)
     check_values(values, images)

@@ -13,7 +13,8 @@ from rloss.utils.checks import check_images, check_integer, check_positive
 class LocalWindowAffinity(Affinity):
     """W_ij = exp(-|p_i - p_j|^2 / 2 sigma_xy^2 - |I_i - I_j|^2 / 2 sigma_rgb^2) for j in the
     (2 radius + 1)^2 window around i, j != i, and 0 elsewhere (symmetric); p in pixels of the images
-    given, I RGB 0..255; pixels outside the image do not exist.
+    given, I the C >= 1 intensities of the images (sigma_rgb in their units); pixels outside the
+    image do not exist.
 
     Filtering loops over the window offsets (one kernel map (B, H, W) and one multiply-add over the
     values at a time), so memory stays at a few (B, C, H, W) buffers whatever the radius.
@@ -22,7 +23,7 @@ class LocalWindowAffinity(Affinity):
     symmetric = True
 
     def __init__(self, images: Tensor, sigma_rgb: float, sigma_xy: float, radius: int) -> None:
-        """images: (B, 3, H, W) RGB 0..255, on the device the filtering runs on."""
+        """images: (B, C, H, W) intensities, any C >= 1, on the device the filtering runs on."""
         check_images(images, "images")
         self.sigma_rgb = check_positive(sigma_rgb, "sigma_rgb")
         self.sigma_xy = check_positive(sigma_xy, "sigma_xy")

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from rloss.lattice.base import GaussianAffinity
-from rloss.lattice.geometry import NORMALIZATION, elevation_scales, key_fields
+from rloss.lattice.geometry import elevation_scales, key_fields, normalization
 
 _T = TypeVar("_T")
 _num_threads: int = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -102,6 +102,7 @@ class NumbaLattice(GaussianAffinity):
         lo, hi = lo.double().numpy(), hi.double().numpy()
         layouts = [key_fields(lo[b], hi[b]) for b in range(self.batch_size)]
         scale = elevation_scales(host.shape[2])
+        self.normalization = normalization(host.shape[2])
         array = host.numpy()
         kernels = numba_kernels()
         self.lattices: list[_ImageLattice] = map_batch(
@@ -133,7 +134,7 @@ class NumbaLattice(GaussianAffinity):
         host = values.to("cpu").contiguous().numpy()
         out = np.empty((len(transposes), *host.shape), host.dtype)  # (outputs, B, C, N)
         flags = np.array(transposes, dtype=np.bool_)
-        scale = np.array([NORMALIZATION], host.dtype)
+        scale = np.array([self.normalization], host.dtype)
         kernels = numba_kernels()
 
         def run(b: int) -> None:

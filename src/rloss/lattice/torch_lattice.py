@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from rloss.lattice.base import GaussianAffinity
-from rloss.lattice.geometry import NORMALIZATION, elevation_scales, key_fields
+from rloss.lattice.geometry import elevation_scales, key_fields, normalization
 
 KEY_BITS: int = 63
 """Bits of a packed key (int64, non-negative): lattice coordinates plus the image index."""
@@ -57,9 +57,10 @@ class TorchLattice(GaussianAffinity):
         batch_bits = max(1, (batch - 1).bit_length())
         if shifts[-1] + batch_bits > KEY_BITS:
             raise ValueError(
-                f"the lattice keys need {shifts[-1] + batch_bits} bits, more than the {KEY_BITS} of the "
-                "torch back-end: the Gaussian's std (sigma_xy / sigma_rgb) is too small for the image size "
-                "or value range (the numba back-end packs longer keys)"
+                f"the lattice keys of d={d} features (2 + C for images of C channels) need "
+                f"{shifts[-1] + batch_bits} bits, more than the {KEY_BITS} of the torch back-end: the "
+                "Gaussian's std (sigma_xy / sigma_rgb) is too small for the image size or value range, or "
+                "the images have too many channels (the numba back-end packs longer keys)"
             )
 
         # Elevation onto the plane sum(x) = 0 of R^(d+1), in float64 (ranks must match the Numba kernel's).
@@ -112,6 +113,7 @@ class TorchLattice(GaussianAffinity):
         found = torch.where(vertex_keys[position] == candidates, position + 1, 0)
         self.neighbors = torch.cat((torch.zeros_like(found[..., :1]), found), -1)  # (d+1, 2, M + 1)
         self.num_vertices = vertex_keys.numel()
+        self.normalization = normalization(d)
 
     def _filter(self, values: Tensor, transposes: tuple[bool, ...]) -> list[Tensor]:
         batch, channels, n = values.shape
@@ -121,7 +123,7 @@ class TorchLattice(GaussianAffinity):
         for r in range(self.offsets.shape[1]):
             splatted.index_add_(0, self.offsets[:, r], points * weights[:, r, None])
         del points
-        weights = weights * NORMALIZATION
+        weights = weights * self.normalization
         outputs = []
         for transpose in transposes:
             buf = splatted

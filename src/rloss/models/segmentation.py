@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,13 +18,19 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardInd
 
 from rloss.crf import DenseCRF
 from rloss.data.constants import IGNORE_INDEX, PAD_INDEX, class_names_or_default
-from rloss.utils.errors import NonFiniteLossError
 from rloss.losses import partial_cross_entropy
 from rloss.metrics import volume_scores
 from rloss.models.backbones import build_backbone
 from rloss.regularizers import Regularizer
+from rloss.training.checkpoints import load_checkpoint, network_weights
+from rloss.utils.checks import check_integer, check_positive
+from rloss.utils.errors import NonFiniteLossError, TrainingStoppedError
 
 Supervision = Literal["scribble", "full"]
+
+LABEL_CHECK_BATCHES = 20
+"""Training stops at this batch when none of its batches so far held a labeled pixel. Shorter runs
+(smoke tests, ``fast_dev_run``) are not judged: a few random crops may all miss thin scribbles."""
 
 
 def term_names(regularizers: Sequence[nn.Module]) -> list[str]:
@@ -39,20 +45,22 @@ def term_names(regularizers: Sequence[nn.Module]) -> list[str]:
     return out
 
 
-def load_network_weights(path: str | Path) -> dict[str, Tensor]:
-    """The network weights (``net.*`` keys, prefix removed) of a ScribbleSegmentation checkpoint."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--model.init_weights: checkpoint {path} not found")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state)
-    weights = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
-    if not weights:
-        raise ValueError(
-            f"--model.init_weights: {path} holds no network weights ('net.*' keys); "
-            "expected a checkpoint written by rloss fit"
-        )
-    return weights
+def check_setting(value: float, name: str, minimum: float = 0.0, below: float = math.inf) -> float:
+    """Return ``value`` as float if it is a finite number with ``minimum <= value < below``."""
+    value = float(value)
+    if not (math.isfinite(value) and minimum <= value < below):
+        bound = f" and < {below:g}" if math.isfinite(below) else ""
+        raise ValueError(f"{name} must be a finite number >= {minimum:g}{bound}, got {value}")
+    return value
+
+
+def load_network_weights(path: str | Path, network: nn.Module, hparams: Mapping[str, Any]) -> None:
+    """Load the network weights (``net.*`` keys) of the ScribbleSegmentation checkpoint ``path``
+    (``--model.init_weights``) into ``network``; FileNotFoundError or CheckpointError when the file is
+    missing, no checkpoint, or holds another network than ``hparams`` describe."""
+    option = "--model.init_weights"
+    checkpoint = load_checkpoint(Path(path), option)
+    network.load_state_dict(network_weights(checkpoint, network, hparams, f"{option} {path}"))
 
 
 class ScribbleSegmentation(pl.LightningModule):
@@ -70,9 +78,9 @@ class ScribbleSegmentation(pl.LightningModule):
         supervision: train on ``"scribble"`` or on ``"full"`` masks.
         init_weights: checkpoint whose network weights start the run (phase-2 fine-tuning);
             unlike ``--ckpt_path`` it restores no optimizer, step or epoch.
-        lr: base learning rate (backbone); the head gets ``lr * head_lr_mult``.
-        momentum, weight_decay: SGD settings.
-        poly_power: the LR decays as ``(1 - step / max_steps) ** poly_power`` per step.
+        lr: base learning rate (backbone), > 0; the head gets ``lr * head_lr_mult`` (> 0).
+        momentum, weight_decay: SGD settings, momentum in [0, 1), weight_decay >= 0.
+        poly_power: the LR decays as ``(1 - step / max_steps) ** poly_power`` per step (>= 0).
         class_names: K names for per-class IoU (linked from the DataModule by the CLI).
         in_channels: image channels C (linked from the DataModule by the CLI: 3 RGB, 1 MRI, ...).
         postprocess: a :class:`rloss.crf.DenseCRF` that refines the softmax in ``test`` and ``predict``
@@ -98,6 +106,13 @@ class ScribbleSegmentation(pl.LightningModule):
         postprocess: DenseCRF | None = None,
     ) -> None:
         super().__init__()
+        check_integer(num_classes, "model.num_classes", 1)
+        check_integer(in_channels, "model.in_channels", 1)
+        check_positive(lr, "model.lr")
+        check_positive(head_lr_mult, "model.head_lr_mult")
+        check_setting(momentum, "model.momentum", below=1.0)
+        check_setting(weight_decay, "model.weight_decay")
+        check_setting(poly_power, "model.poly_power")
         if supervision not in ("scribble", "full"):
             raise ValueError(f"supervision must be 'scribble' or 'full', got {supervision!r}")
         if postprocess is not None and not isinstance(postprocess, DenseCRF):
@@ -107,13 +122,15 @@ class ScribbleSegmentation(pl.LightningModule):
         self.save_hyperparameters(ignore=["regularizers", "postprocess"])
         self.net = build_backbone(backbone, num_classes, weights_backbone, in_channels)
         if init_weights is not None:
-            self.net.load_state_dict(load_network_weights(init_weights))
+            load_network_weights(init_weights, self.net, self.hparams)
         self.regularizers = nn.ModuleList(regularizers or [])
         self.term_names = term_names(self.regularizers)
         self.target_key = "scribble" if supervision == "scribble" else "mask"
         self.class_names = class_names_or_default(class_names, num_classes)
         self.metrics = nn.ModuleDict({stage: self._metrics(num_classes) for stage in ("val", "test")})
         self.volume_scores = nn.ModuleDict({stage: CatMetric() for stage in ("val", "test")})
+        self._labels_seen = False
+        self._unlabeled_batches = 0
 
     @staticmethod
     def _metrics(num_classes: int) -> MetricCollection:
@@ -137,6 +154,7 @@ class ScribbleSegmentation(pl.LightningModule):
         return logits.argmax(dim=1)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        self.check_labeled(batch[self.target_key])
         images = batch["image"]
         logits = self(images)
         # float32 under any precision: half-precision log-softmax overflows to inf (16-true)
@@ -153,6 +171,23 @@ class ScribbleSegmentation(pl.LightningModule):
         self.log_dict({f"train/loss_{k}": v for k, v in terms.items()}, batch_size=batch_size)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         return loss
+
+    def check_labeled(self, target: Tensor) -> None:
+        """Stop the run (TrainingStoppedError) when none of its first :data:`LABEL_CHECK_BATCHES`
+        training batches (on any process) holds a labeled pixel: it would train at pCE 0 and exit 0.
+        One host synchronisation per step until the first label; nothing without a Trainer."""
+        if self._labels_seen or self._trainer is None:
+            return
+        labeled = bool(((target != IGNORE_INDEX) & (target != PAD_INDEX)).any())
+        self._labels_seen = self.trainer.strategy.reduce_boolean_decision(labeled, all=False)
+        self._unlabeled_batches += not self._labels_seen
+        if self._unlabeled_batches >= LABEL_CHECK_BATCHES:
+            raise TrainingStoppedError(
+                f"no labeled pixel in the first {LABEL_CHECK_BATCHES} training batches: every "
+                f"{self.target_key} pixel is {IGNORE_INDEX} (unlabeled) or {PAD_INDEX} (padding); "
+                "pCE would be 0 and nothing would be learnt from labels",
+                f"check the {self.target_key} files of the training split (class ids 0..K-1 where labeled)",
+            )
 
     def check_finite(self, terms: dict[str, Tensor], values: Tensor) -> None:
         """Stop the run, before backward and the optimizer step, when a loss term is NaN or inf

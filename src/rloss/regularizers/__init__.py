@@ -13,6 +13,7 @@ from rloss.regularizers.base import REGISTRY, Regularizer
 from rloss.regularizers.densecrf import DenseCRFLoss
 from rloss.regularizers.gatedcrf import GatedCRFLoss
 from rloss.regularizers.ncut import NormalizedCutLoss
+from rloss.regularizers.selflabel import SelfLabelingLoss
 from rloss.regularizers.size import SizeLoss
 
 

@@ -67,7 +67,9 @@ class AffinityRegularizer(Regularizer):
     image_downsampling: str = "nearest"
     """F.interpolate mode for the images at scale_factor < 1."""
 
-    def __init__(self, weight: float = 1.0, sigma_rgb: float = 15.0, sigma_xy: float = 100.0, scale_factor: float = 1.0) -> None:
+    def __init__(
+        self, weight: float = 1.0, sigma_rgb: float = 15.0, sigma_xy: float = 100.0, scale_factor: float = 1.0
+    ) -> None:
         super().__init__(weight)
         self.sigma_rgb = check_positive(sigma_rgb, "sigma_rgb")
         self.sigma_xy = check_positive(sigma_xy, "sigma_xy")
@@ -82,7 +84,8 @@ class AffinityRegularizer(Regularizer):
         return max(1, round(size[0] * self.scale_factor)), max(1, round(size[1] * self.scale_factor))
 
     def build_affinity(self, images: Tensor) -> Affinity:
-        """The affinity of images (B, 3, H, W) RGB 0..255 at the working resolution."""
+        """The affinity of images (B, C, H, W) intensities (sigma_rgb in their units) at the working
+        resolution."""
         size = self.working_size(tuple(images.shape[-2:]))
         if size != tuple(images.shape[-2:]):
             images = F.interpolate(images.float(), size=size, mode=self.image_downsampling)
@@ -131,17 +134,37 @@ class AffinityRegularizer(Regularizer):
 
 
 PROPAGATION_SIGMA_RGB: float = 8.0
-"""Intensity bandwidth of the affinity regularizers in ``rloss propagate`` (levels of 0..255
-images): sharper than training's 15, since there the affinity alone decides every unlabeled pixel."""
+"""Intensity bandwidth of the affinity in ``rloss propagate``, in levels of the image's own range
+mapped to 0..255 (``rloss propagate`` rescales every image so: a float 0..1 MRI slice and an 8-bit
+photo get the same relative bandwidth): sharper than training's 15, since there the affinity alone
+decides every unlabeled pixel."""
 
 PROPAGATION_SIGMA_XY_FRACTION: float = 0.1
-"""Spatial bandwidth of the dense affinity in ``rloss propagate`` as a fraction of the working width."""
+"""Spatial bandwidth of the DenseCRF refinement in ``rloss propagate`` (``--steps``) as a fraction of
+the working width; also the upper end of the label propagation's bandwidth
+(PROPAGATION_SIGMA_XY_BOUNDS)."""
+
+PROPAGATION_SIGMA_XY_SPACING: float = 0.3
+"""Spatial bandwidth of the label propagation in ``rloss propagate`` as a multiple of the scribbles'
+spacing: the median distance (working px) from a scribbled pixel to the nearest pixel scribbled with
+another class. Where scribbles of different classes lie close (nested loops in a cardiac slice),
+the boundaries between the classes are close too and the propagation must stay local; where they lie
+far apart (one stroke per object in a photo) it may reach far along similar colours. Tuned with
+PROPAGATION_SIGMA_XY_BOUNDS on the tuning splits of ACDC, CamVid (two simulators) and VOC together
+(benchmarks/propagate.py --tune; ACDC on 100 tuning slices): 0.25 / 0.3 / 0.4 / 0.6 gave means
+61.3 / 61.7 / 61.1 / 59.5 over the six dataset x scribble groups; at 0.3 ACDC Dice 80.0, CamVid
+45.7 / 22.8, VOC 79.8 / 60.8 / 80.9, against 53.4, 47.2 / 22.1, 79.0 / 58.0 / 79.3 for the
+previous fixed 0.1 x width (intensities normalized alike)."""
+
+PROPAGATION_SIGMA_XY_BOUNDS: tuple[float, float] = (0.01, 0.15)
+"""Bounds of the label propagation's spatial bandwidth, as fractions of the working width."""
 
 
 class DenseAffinityRegularizer(AffinityRegularizer):
-    """An :class:`AffinityRegularizer` on the dense RGBXY affinity of every pixel pair. ``backend``
-    chooses how W is computed (:func:`rloss.lattice.backend_names`): "auto" is the Numba lattice for
-    CPU tensors and the torch lattice on any other device; "exact" is the brute-force W (small images).
+    """An :class:`AffinityRegularizer` on the dense bilateral (intensity and XY) affinity of every
+    pixel pair. ``backend`` chooses how W is computed (:func:`rloss.lattice.backend_names`): "auto" is
+    the Numba lattice for CPU tensors and the torch lattice on any other device; "exact" is the
+    brute-force W (small images).
     """
 
     def __init__(

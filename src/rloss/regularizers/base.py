@@ -22,7 +22,8 @@ class Regularizer(nn.Module):
     Subclasses implement :meth:`energy`; :meth:`forward` returns ``weight * energy``.
     All regularizers take the same inputs so a YAML list of them configures a run:
 
-    - ``images``: (B, 3, H, W) float RGB in 0..255 (denormalized crops).
+    - ``images``: (B, C, H, W) intensities, any C >= 1 (denormalized crops; sigma_rgb in their units:
+      0..255 for 8-bit images, the data's range for float images such as MRI in 0..1).
     - ``probs``: (B, K, H, W) soft masks S, summing to 1 over K at ROI pixels.
     - ``roi``: (B, H, W) bool, pixels that take part (padding excluded); None = all.
     - ``labels``: optional (B, H, W) int64 scribbles (255 unlabeled, 254 padding),

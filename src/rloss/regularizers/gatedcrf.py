@@ -22,7 +22,8 @@ class GatedCRFLoss(AffinityRegularizer):
     Defaults: the paper's recipe, computed at 1/4 of the input (``scale_factor=0.25``, images
     reduced by area averaging as in its code) with radius 5 there; its sigma_xy 6 is measured in
     pixels of that 1/4 resolution, which is 24 pixels of the input in our convention (sigma_xy in
-    input pixels, multiplied by scale_factor); its sigma_rgb 0.1 on 0..1 images is 25.5 on 0..255.
+    input pixels, multiplied by scale_factor); its sigma_rgb 0.1 on 0..1 images is 25.5 on 0..255
+    (sigma_rgb is in the images' units; any number of channels C >= 1).
     Its loss is the same sum divided by the ROI pixels of the batch, so its weight 0.1 carries over
     unchanged for equal-size crops (ours divides per image, then averages).
     """

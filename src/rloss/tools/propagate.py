@@ -25,12 +25,16 @@ from tqdm import tqdm
 
 from rloss.data.constants import IGNORE_INDEX, VOC_CLASSES
 from rloss.data.files import IMAGE_SUFFIXES, read_image, read_label, write_label_png
-from rloss.utils.errors import ArgumentParser
 from rloss.lattice import bilateral_affinity
 from rloss.losses import partial_cross_entropy
 from rloss.regularizers import REGISTRY, Regularizer, build_regularizer
-from rloss.regularizers.affinity import PROPAGATION_SIGMA_RGB, PROPAGATION_SIGMA_XY_FRACTION
+from rloss.regularizers.affinity import (
+    PROPAGATION_SIGMA_RGB,
+    PROPAGATION_SIGMA_XY_BOUNDS,
+    PROPAGATION_SIGMA_XY_SPACING,
+)
 from rloss.utils.checks import check_integer, check_labels
+from rloss.utils.errors import ArgumentParser
 
 DEFAULT_WIDTH: int = 128
 """Long side (px) of the working resolution the logits are optimized at."""
@@ -46,12 +50,16 @@ the benchmark refinement lowered the mean by about 1 point), REFINE_STEPS when t
 a regularizer; and the learning rate (logits move at most about steps x lr)."""
 
 def _as_chw(image: Tensor | np.ndarray) -> Tensor:
-    """Image (3,H,W) or (H,W,3), uint8 or float RGB 0..255 -> float32 (3,H,W)."""
+    """Image (C,H,W), (H,W,C) or (H,W), any C >= 1, uint8 or float intensities -> float32 (C,H,W).
+    A 3-D image is (H,W,C) when its last dimension is at most 4 and its first is larger (NumPy/PIL
+    arrays), else (C,H,W)."""
     image = torch.as_tensor(np.asarray(image) if not isinstance(image, Tensor) else image)
-    if image.dim() == 3 and image.shape[0] != 3 and image.shape[-1] == 3:
+    if image.dim() == 2:
+        image = image[None]
+    elif image.dim() == 3 and image.shape[-1] <= 4 < image.shape[0]:
         image = image.permute(2, 0, 1)
-    if image.dim() != 3 or image.shape[0] != 3:
-        raise ValueError(f"image must have shape (3, H, W) or (H, W, 3), got {tuple(image.shape)}")
+    if image.dim() != 3 or 0 in image.shape:
+        raise ValueError(f"image must have shape (C, H, W), (H, W, C) or (H, W), got {tuple(image.shape)}")
     return image.float().contiguous()
 
 
@@ -98,8 +106,9 @@ def propagate(
     width: int = DEFAULT_WIDTH,
     iterations: int = DEFAULT_ITERATIONS,
 ) -> Tensor:
-    """Dense mask int64 (H,W) from scribbles (H,W) (class ids, 255 unlabeled) on image RGB 0..255:
-    the argmax of :func:`propagate_probs`."""
+    """Dense mask int64 (H,W) from scribbles (H,W) (class ids, 255 unlabeled) on an image (C,H,W),
+    (H,W,C) or (H,W) of intensities in any units (rescaled to the image's own range,
+    :func:`normalize_intensities`): the argmax of :func:`propagate_probs`."""
     classes, probs = propagate_probs(image, scribbles, regularizers, steps, lr, width, iterations)
     return classes[probs[0].argmax(0)]
 
@@ -124,8 +133,10 @@ def propagate_probs(
 ) -> tuple[Tensor, Tensor]:
     """(classes (K,) int64, probs (1, K, H, W)): the scribbled class ids and their probabilities.
 
-    At a working resolution whose long side is ``width`` px, over the scribbled classes only: the
-    scribbles are propagated through the dense affinity (:func:`propagate_labels`, ``iterations``),
+    At a working resolution whose long side is ``width`` px, over the scribbled classes only, on the
+    image rescaled to its own range (:func:`normalize_intensities`): the scribbles are propagated
+    through the dense affinity (:func:`propagate_labels`, ``iterations``, spatial bandwidth from the
+    scribbles' spacing),
     then, with ``steps`` > 0, per-pixel logits starting from those probabilities are optimized with
     Adam (``lr``) under pCE + sum(regularizers) (default DenseCRF), each bound to the working image
     once; the probabilities are upsampled (bilinear) to full size. A single scribbled class gives
@@ -148,7 +159,7 @@ def propagate_probs(
     size = working_size(tuple(scribbles.shape), width)
     onehot = (scribbles[None] == classes[:, None, None]).float()
     labels = downsample_scribbles(onehot, size)[None]
-    small = F.interpolate(image[None], size=size, mode="area").clamp(0, 255)
+    small = normalize_intensities(F.interpolate(image[None], size=size, mode="area"))
     initial = propagate_labels(small, labels, classes.numel(), iterations, width)
     logits = initial.clamp_min(PROBABILITY_FLOOR).log().requires_grad_()
     if regularizers is None:
@@ -172,20 +183,57 @@ PROBABILITY_FLOOR: float = 1e-4
 """Propagated probabilities are floored here before their log starts the logits."""
 
 
-def propagate_labels(images: Tensor, labels: Tensor, num_classes: int, iterations: int, width: int) -> Tensor:
-    """Label propagation through the dense RGBXY affinity W of ``images`` (1, 3, h, w) (sigma_rgb
-    PROPAGATION_SIGMA_RGB, sigma_xy PROPAGATION_SIGMA_XY_FRACTION x ``width``): P <- W P normalized over the classes, the
-    scribbled pixels of ``labels`` (1, h, w) (ids 0..num_classes-1, 255 elsewhere) held at their
-    class; from uniform P. The iterates approach the minimizer of the quadratic (Laplacian)
-    relaxation of the Potts energy sum_ij W_ij |P_i - P_j|^2 with the scribbles fixed, which keeps
-    a class connected along colour-coherent paths (like the random walker, on a dense graph).
-    Returns P (1, num_classes, h, w)."""
+def normalize_intensities(images: Tensor) -> Tensor:
+    """Images (B, C, h, w) rescaled so that each image's range (min..max over its pixels and
+    channels) is 0..255, the units of PROPAGATION_SIGMA_RGB: a float 0..1 MRI slice, its 16-bit
+    or 0..255 copy and an 8-bit photo get the same relative bandwidth. A constant image becomes 0."""
+    lo = images.amin(dim=(1, 2, 3), keepdim=True)
+    spread = images.amax(dim=(1, 2, 3), keepdim=True) - lo
+    return torch.where(spread > 0, (images - lo) * (255.0 / spread.clamp_min(1e-30)), torch.zeros_like(images))
+
+
+def scribble_spacing(labels: Tensor) -> float:
+    """The median distance (px) from a scribbled pixel of ``labels`` (h, w) (class ids, 255
+    elsewhere) to the nearest pixel scribbled with another class; inf with fewer than two classes."""
+    local = labels.numpy()
+    scribbled = local != IGNORE_INDEX
+    distances = []
+    for label in np.unique(local[scribbled]):
+        others = scribbled & (local != label)
+        if others.any():
+            distances.append(ndimage.distance_transform_edt(~others)[local == label])
+    return float(np.median(np.concatenate(distances))) if distances else math.inf
+
+
+def propagation_sigma_xy(labels: Tensor, width: int) -> float:
+    """Spatial bandwidth (px) of the label propagation for scribbles ``labels`` (h, w) at working
+    width ``width``: PROPAGATION_SIGMA_XY_SPACING x :func:`scribble_spacing`, within
+    PROPAGATION_SIGMA_XY_BOUNDS x ``width``."""
+    low, high = (bound * width for bound in PROPAGATION_SIGMA_XY_BOUNDS)
+    return float(min(max(PROPAGATION_SIGMA_XY_SPACING * scribble_spacing(labels), low), high))
+
+
+def propagate_labels(
+    images: Tensor, labels: Tensor, num_classes: int, iterations: int, width: int, sigma_xy: float | None = None
+) -> Tensor:
+    """Label propagation through the dense bilateral affinity W of ``images`` (1, C, h, w) (sigma_rgb
+    PROPAGATION_SIGMA_RGB in the images' units, 0..255 after :func:`normalize_intensities`; sigma_xy
+    px, default :func:`propagation_sigma_xy` of the scribbles at working width ``width``):
+    P <- W P normalized over the classes, the scribbled pixels of ``labels`` (1, h, w) (ids
+    0..num_classes-1, 255 elsewhere) held at their class; from uniform P. The iterates approach the
+    minimizer of the quadratic (Laplacian) relaxation of the Potts energy sum_ij W_ij |P_i - P_j|^2
+    with the scribbles fixed, which keeps a class connected along colour-coherent paths (like the
+    random walker, on a dense graph); the spatial bandwidth follows the scribbles' spacing so that
+    nested or close scribbles (a cardiac slice) keep their classes local, while far-apart strokes (a
+    photo) still reach along similar colours. Returns P (1, num_classes, h, w)."""
     scribbled = labels[:, None] != IGNORE_INDEX
     fixed = F.one_hot(torch.where(scribbled[:, 0], labels, 0).long(), num_classes).permute(0, 3, 1, 2).float()
     probs = torch.where(scribbled, fixed, torch.full_like(fixed, 1.0 / num_classes))
     if iterations == 0:
         return probs
-    affinity = bilateral_affinity(images, PROPAGATION_SIGMA_RGB, PROPAGATION_SIGMA_XY_FRACTION * width)
+    if sigma_xy is None:
+        sigma_xy = propagation_sigma_xy(labels[0], width)
+    affinity = bilateral_affinity(images, PROPAGATION_SIGMA_RGB, sigma_xy)
     for _ in range(iterations):
         probs = affinity.filter(probs)
         probs = torch.where(scribbled, fixed, probs / probs.sum(1, keepdim=True).clamp_min(1e-12))
@@ -199,8 +247,9 @@ def default_regularizer(name: str, width: int = DEFAULT_WIDTH) -> Regularizer:
 
 
 def load_pair(image_path: Path, scribble_path: Path, num_classes: int) -> tuple[Tensor, Tensor]:
-    """Read an image (3,H,W) float 0..255 and its scribbles (H,W) int64; ValueError naming the
-    file when it cannot be decoded, sizes differ, a class id is >= num_classes or nothing is scribbled."""
+    """Read an image (C,H,W) float (:func:`rloss.data.files.read_image`) and its scribbles (H,W) int64;
+    ValueError naming the file when it cannot be decoded, sizes differ, a class id is >= num_classes or
+    nothing is scribbled."""
     image = read_image(image_path)
     scribbles = read_label(scribble_path, num_classes, image.shape[-2:])
     if not labeled_mask(scribbles).any():
@@ -258,7 +307,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS, help="label-propagation iterations")
     parser.add_argument(
         "--steps", type=int, default=None,
-        help=f"Adam steps refining under pCE + the regularizers (default {DEFAULT_STEPS}; {REFINE_STEPS} with --regularizer)",
+        help=f"Adam steps refining under pCE + the regularizers (default {DEFAULT_STEPS}; "
+        f"{REFINE_STEPS} with --regularizer)",
     )
     parser.add_argument("--lr", type=float, default=DEFAULT_LR, help="Adam learning rate")
     parser.add_argument("--width", type=int, default=DEFAULT_WIDTH, help="working long side in px")

@@ -9,8 +9,12 @@ a truncated checkpoint. :class:`AtomicCheckpointIO` writes the temp file beside 
 
 from __future__ import annotations
 
+import pickle
+import re
 import time
 import zipfile
+from collections.abc import Mapping
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +25,16 @@ from lightning_fabric.utilities.cloud_io import get_filesystem
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from torch import Tensor, nn
 
 from rloss.utils.atomic import atomic_path, temp_files
-from rloss.utils.errors import NonFiniteLossError, UserError
+from rloss.utils.errors import CheckpointError, NonFiniteLossError, TrainingStoppedError, UserError
 
 SUFFIX = ".ckpt"
 CORRUPT_SUFFIX = ".corrupt"
+CHECKPOINT_HINT = "pass a .ckpt file written by rloss fit"
+NETWORK_FACTS = ("backbone", "num_classes", "in_channels")
+"""The hyperparameters that shape the network, named when a checkpoint does not fit."""
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -51,13 +59,88 @@ def use_atomic_checkpoint_io(trainer: pl.Trainer) -> None:
 def checkpoint_problem(path: Path) -> str | None:
     """Why ``path`` is not a loadable checkpoint (truncated, corrupt, not a torch zip), or None.
 
-    Checks the zip structure and every member's CRC-32 (reads the file once; no unpickling)."""
+    Checks the zip structure, every member's CRC-32 and torch's ``<folder>/data.pkl`` member
+    (reads the file once; no unpickling)."""
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
+            names = archive.namelist()
     except (OSError, zipfile.BadZipFile, EOFError) as error:
         return f"unreadable ({error})"
-    return f"corrupt member {bad}" if bad is not None else None
+    if bad is not None:
+        return f"corrupt member {bad}"
+    if not any(name.count("/") == 1 and name.endswith("/data.pkl") for name in names):
+        return "a zip archive but not a PyTorch file (no data.pkl)"
+    return None
+
+
+def read_checkpoint(path: Path) -> Any:
+    """``torch.load`` of a checked checkpoint file: tensors memory-mapped (cheap for large files)."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+
+
+def load_checkpoint(path: Path, option: str) -> dict[str, Any]:
+    """The checkpoint dict at ``path``; FileNotFoundError or CheckpointError naming ``option`` and
+    ``path`` when the file is missing, truncated or corrupt, or not a dict saved by ``torch.save``."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{option} {path}: no such checkpoint file")
+    if problem := checkpoint_problem(path):
+        raise CheckpointError(f"{option} {path}: the checkpoint is {problem}", CHECKPOINT_HINT)
+    try:
+        checkpoint = read_checkpoint(path)
+    except (RuntimeError, pickle.UnpicklingError, EOFError) as error:
+        unpickler = re.search(r"WeightsUnpickler error: (.+?)(?: Please|$)", str(error), re.MULTILINE)
+        reason = unpickler[1] if unpickler else (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise CheckpointError(f"{option} {path}: torch cannot load it ({reason})", CHECKPOINT_HINT) from error
+    if not isinstance(checkpoint, dict):
+        what = type(checkpoint).__name__
+        raise CheckpointError(f"{option} {path}: holds a {what}, not a checkpoint", CHECKPOINT_HINT)
+    return checkpoint
+
+
+def network_facts(hparams: Mapping[str, Any]) -> str:
+    """``backbone tiny, num_classes 4, in_channels 3``: the :data:`NETWORK_FACTS` of ``hparams``."""
+    facts = [f"{name} {hparams[name]}" for name in NETWORK_FACTS if name in hparams]
+    return ", ".join(facts) if facts else "no hyper_parameters"
+
+
+def weights_difference(found: Mapping[str, Tensor], expected: Mapping[str, Tensor]) -> str | None:
+    """The first difference between the weights ``found`` in a checkpoint and a network's state
+    dict ``expected`` (a missing or unknown name, another shape); None when they fit."""
+    if not found:
+        return "no network weights ('net.*' keys)"
+    missing = [name for name in expected if name not in found]
+    unknown = [name for name in found if name not in expected]
+    groups = (("missing", missing), ("unknown", unknown))
+    if parts := [f"{len(names)} {what} weight(s) (e.g. {names[0]})" for what, names in groups if names]:
+        return ", ".join(parts)
+    for name, value in expected.items():
+        if found[name].shape != value.shape:
+            return f"{name} has shape {tuple(found[name].shape)}, expected {tuple(value.shape)}"
+    return None
+
+
+def network_weights(
+    checkpoint: Mapping[str, Any], network: nn.Module, hparams: Mapping[str, Any], source: str
+) -> dict[str, Tensor]:
+    """The ``net.*`` weights (prefix removed) of ``checkpoint`` (a Lightning checkpoint or its
+    ``state_dict``) when they fit ``network``; else CheckpointError naming ``source``, what the checkpoint
+    holds (its hyper_parameters) and what this run builds (``hparams``)."""
+    state = checkpoint.get("state_dict", checkpoint)
+    weights = {k.removeprefix("net."): v for k, v in state.items() if isinstance(k, str) and k.startswith("net.")}
+    if difference := weights_difference(weights, network.state_dict()):
+        held = network_facts(checkpoint.get("hyper_parameters", {}))
+        raise CheckpointError(
+            f"{source} holds another network ({held}) than this run builds ({network_facts(hparams)}): {difference}",
+            "pass a checkpoint of this model, or the data and model settings it was trained with",
+        )
+    return weights
+
+
+def non_finite_tensors(module: nn.Module) -> list[str]:
+    """Names of ``module``'s floating-point parameters and buffers that hold NaN or inf."""
+    tensors = chain(module.named_parameters(), module.named_buffers())
+    return [name for name, t in tensors if t.is_floating_point() and not bool(torch.isfinite(t).all())]
 
 
 def checkpoint_files(folder: Path) -> list[Path]:
@@ -104,8 +187,10 @@ def newest_usable_checkpoint(folder: Path) -> Path | None:
 class LastCheckpoint(Callback):
     """Save ``<dirpath>/<filename>`` every ``every_n_train_steps`` training steps or ``every_minutes``
     minutes, whichever comes first, at the end of training, and when training stops on an exception
-    (single process; not on a non-finite loss). Independent of validation and of ModelCheckpoint's monitor, so a kill
-    loses at most that much training. 0 disables a trigger.
+    (single process; not on a :class:`TrainingStoppedError` such as a non-finite loss). Independent of
+    validation and of ModelCheckpoint's monitor, so a kill loses at most that much training. 0 disables
+    a trigger. Weights or statistics that became NaN/inf are never saved: the run stops instead
+    (NonFiniteLossError), keeping the previous file.
 
     ``dirpath`` None: the ModelCheckpoint's folder. Temp files that killed writes left there are
     removed when training starts. Nothing is written when no step was trained since the last save
@@ -160,13 +245,26 @@ class LastCheckpoint(Callback):
         self._save(trainer)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        # with several processes the others may never reach the save's barrier: the periodic file stands
-        if trainer.world_size == 1 and not isinstance(exception, NonFiniteLossError):
+        # with several processes the others may never reach the save's barrier: the periodic file stands;
+        # non-finite weights are not saved (nor reported over the exception that stopped the run)
+        if (
+            trainer.world_size == 1
+            and not isinstance(exception, TrainingStoppedError)
+            and not non_finite_tensors(pl_module)
+        ):
             self._save(trainer)
 
     def _save(self, trainer: pl.Trainer) -> None:
         path = self.path(trainer)
         if path is None or trainer.fast_dev_run or trainer.global_step <= self._saved_step:
             return
+        bad = non_finite_tensors(trainer.lightning_module)
+        if trainer.strategy.reduce_boolean_decision(bool(bad), all=False):
+            what = f"{len(bad)} weight(s) or statistic(s) (e.g. {bad[0]})" if bad else "weights of another process"
+            raise NonFiniteLossError(
+                f"{what} became NaN/inf by training step {trainer.global_step}; "
+                f"{path.name} not written, the previous checkpoints are kept",
+                "the loss was finite but an update overflowed: lower model.lr (or model.head_lr_mult)",
+            )
         trainer.save_checkpoint(path)
         self._saved_step, self._saved_time = trainer.global_step, time.monotonic()

@@ -41,30 +41,28 @@ def check_finite(tensor: Tensor, name: str) -> None:
         raise ValueError(f"{name} contains {bad} NaN/inf value(s); expected finite values")
 
 
-def check_images(images: Tensor, name: str = "images") -> None:
-    """images: (B, 3, H, W) RGB in 0..255 (not normalized, not scaled to [0, 1])."""
+def check_images(images: Tensor, name: str = "images") -> tuple[list[float], list[float]]:
+    """images: (B, C, H, W), C >= 1 channels of intensities in the images' own units (sigma_rgb is in
+    the same units: 0..255 for 8-bit images, the data's range for float images such as MRI in 0..1),
+    float or uint8, finite. Returns the per-channel range (lo, hi), C floats each, valid limits of the
+    values: measured for float images (one pass, one host synchronisation), 0..255 for uint8."""
     if not isinstance(images, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(images).__name__}")
-    if images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"{name} must have shape (B, 3, H, W), got {tuple(images.shape)}")
+    if images.dim() != 4:
+        raise ValueError(f"{name} must have shape (B, C, H, W), got {tuple(images.shape)}")
     if min(images.shape) == 0:
         raise ValueError(f"{name} must be non-empty, got shape {tuple(images.shape)}")
-    if not images.is_floating_point() and images.dtype != torch.uint8:
-        raise ValueError(f"{name} must be float or uint8 RGB in 0..255, got dtype {images.dtype}")
-    lo_t, hi_t = torch.aminmax(images.detach())  # one pass; NaN/inf propagate
-    lo, hi = float(lo_t), float(hi_t)
-    if not (math.isfinite(lo) and math.isfinite(hi)):
+    channels = images.shape[1]
+    if images.dtype == torch.uint8:
+        return [0.0] * channels, [255.0] * channels
+    if not images.is_floating_point():
+        raise ValueError(f"{name} must be float or uint8 intensities, got dtype {images.dtype}")
+    dims = (0, 2, 3)
+    detached = images.detach()
+    lo, hi = torch.stack((detached.amin(dims), detached.amax(dims))).double().cpu().tolist()  # NaN/inf propagate
+    if not all(map(math.isfinite, lo + hi)):
         check_finite(images, name)  # name the count of bad values
-    if lo < 0.0 or hi > 255.0 + 1e-3:
-        raise ValueError(
-            f"{name} must be RGB in 0..255, found values in [{lo:.3g}, {hi:.3g}]; "
-            "they look normalized (mean/std): denormalize them first"
-        )
-    if 0.0 < hi <= 1.0:
-        raise ValueError(
-            f"{name} must be RGB in 0..255, found values in [{lo:.3g}, {hi:.3g}]; "
-            "they look scaled to [0, 1]: multiply by 255"
-        )
+    return lo, hi
 
 
 def check_pixel_tensor(tensor: Tensor, images: Tensor, name: str, channels: str = "C") -> None:
@@ -73,7 +71,7 @@ def check_pixel_tensor(tensor: Tensor, images: Tensor, name: str, channels: str 
         raise ValueError(f"{name} must be a floating-point torch.Tensor, got {getattr(tensor, 'dtype', type(tensor))}")
     if tensor.dim() != 4:
         raise ValueError(f"{name} must have shape (B, {channels}, H, W), got {tuple(tensor.shape)}")
-    expected = (images.shape[0], images.shape[2], images.shape[3])
+    expected = (images.shape[0], images.shape[-2], images.shape[-1])
     found = (tensor.shape[0], tensor.shape[2], tensor.shape[3])
     if found != expected:
         raise ValueError(

@@ -28,8 +28,18 @@ class DataError(UserError, ValueError):
     """Files of a dataset are missing, undecodable or hold invalid values (each one named)."""
 
 
-class NonFiniteLossError(UserError, FloatingPointError):
-    """A loss term became NaN or inf: the run stops at that step before the weights are updated."""
+class CheckpointError(UserError, ValueError):
+    """A checkpoint file is unreadable, not a checkpoint, or holds another network than the run builds."""
+
+
+class TrainingStoppedError(UserError):
+    """Training cannot go on and its latest state is not worth keeping: no checkpoint is written on
+    the way out (the previous ones are kept)."""
+
+
+class NonFiniteLossError(TrainingStoppedError, FloatingPointError):
+    """A loss term became NaN or inf (the run stops at that step before the weights are updated), or
+    the weights did after an update (the run stops before saving them)."""
 
 
 def debug_mode() -> bool:
@@ -37,14 +47,20 @@ def debug_mode() -> bool:
     return os.environ.get("RLOSS_DEBUG", "") not in ("", "0")
 
 
-def raised_by_rloss(error: BaseException) -> bool:
-    """True when the innermost frame of ``error``'s traceback is rloss's own code (one of its checks)."""
+def raised_in(error: BaseException, *folders: Path) -> bool:
+    """True when the innermost frame of ``error``'s traceback is code under one of ``folders``."""
     tb = error.__traceback__
     if tb is None:
         return False
     while tb.tb_next is not None:
         tb = tb.tb_next
-    return Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(PACKAGE_DIR)
+    file = Path(tb.tb_frame.f_code.co_filename).resolve()
+    return any(file.is_relative_to(folder) for folder in folders)
+
+
+def raised_by_rloss(error: BaseException) -> bool:
+    """True when the innermost frame of ``error``'s traceback is rloss's own code (one of its checks)."""
+    return raised_in(error, PACKAGE_DIR)
 
 
 def user_error(error: BaseException) -> BaseException | None:

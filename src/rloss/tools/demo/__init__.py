@@ -1,17 +1,17 @@
 """``rloss demo`` (``make demo``): the paper's protocol on the synthetic data, on CPU, in minutes.
 
-Runs seven trainings through the Lightning CLI with the configs of ``configs/demo/`` (a tiny CNN on
+Runs eight trainings through the Lightning CLI with the configs of ``configs/demo/`` (a tiny CNN on
 64x64 synthetic images with ~3% of pixels scribbled):
 
 1. ``pce`` phase 1: partial cross-entropy on the scribbles (``base.yaml + pce.yaml``);
 2. phase 2, each fine-tuned from the phase-1 weights (``--model.init_weights``) for the same steps
    (``finetune.yaml``): pCE alone (the fair baseline: as many steps as the others), pCE + DenseCRF,
-   pCE + normalized cut, pCE + gated CRF, pCE + size constraint;
+   pCE + normalized cut, pCE + gated CRF, pCE + size constraint, pCE + soft self-labeling;
 3. ``full``: cross-entropy on the full masks for phases 1 + 2 steps (``full.yaml``).
 
 Prints a table (validation mIoU and seconds per run), writes ``<output>/results.json`` (mIoU in %,
-keys ``pce``, ``pce+densecrf``, ``pce+ncut``, ``pce+gatedcrf``, ``pce+size``, ``full``; ``pce`` is the phase-2 pCE
-run), ``<output>/predictions.png`` (image / scribbles / pCE / pCE+DenseCRF / ground truth of a few
+keys ``pce``, ``pce+densecrf``, ``pce+ncut``, ``pce+gatedcrf``, ``pce+size``, ``pce+selflabel``,
+``full``; ``pce`` is the phase-2 pCE run), ``<output>/predictions.png`` (image / scribbles / pCE / pCE+DenseCRF / ground truth of a few
 validation images), CSV logs under ``<output>/logs`` and checkpoints under ``<output>/<run>/``.
 
     rloss demo --output outputs/demo            # the full demo (a few minutes on 2 cores)

@@ -36,6 +36,8 @@ RUNS: tuple[Run, ...] = (
     Run("ncut", "pCE + normalized cut", ("base.yaml", "finetune.yaml", "ncut.yaml"), "phase2", "pce+ncut"),
     Run("gatedcrf", "pCE + gated CRF", ("base.yaml", "finetune.yaml", "gatedcrf.yaml"), "phase2", "pce+gatedcrf"),
     Run("size", "pCE + size", ("base.yaml", "finetune.yaml", "size.yaml"), "phase2", "pce+size"),
+    Run("selflabel", "pCE + soft self-labeling", ("base.yaml", "finetune.yaml", "selflabel.yaml"), "phase2",
+        "pce+selflabel"),
     Run("full", "full supervision", ("base.yaml", "full.yaml"), "both", "full"),
 )
 RESULT_KEYS: tuple[str, ...] = tuple(run.result for run in RUNS if run.result)
