@@ -44,7 +44,7 @@ def usage() -> str:
     """``rloss --help``: every subcommand with its one-line summary."""
     names = [" ".join(c.words) for c in COMMANDS]
     width = max(map(len, names))
-    lines = [f"  {name:<{width}}  {c.summary}" for name, c in zip(names, COMMANDS)]
+    lines = [f"  {name:<{width}}  {c.summary}" for name, c in zip(names, COMMANDS, strict=True)]
     return "\n".join(
         ["usage: rloss <command> [options]", "", "commands:", *lines, "",
          "run 'rloss <command> --help' for the options of a command; RLOSS_DEBUG=1 shows tracebacks"]

@@ -81,7 +81,8 @@ def read_h5(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
     limits = {"label": len(ACDC_CLASSES) - 1, "scribble": UNLABELED_SCRIBBLE}
     for key, high in limits.items():
         if key in arrays and arrays[key].size and (arrays[key].min() < 0 or arrays[key].max() > high):
-            raise ValueError(f"{path}: {key} holds values in [{arrays[key].min()}, {arrays[key].max()}]; expected 0..{high}")
+            low, top = arrays[key].min(), arrays[key].max()
+            raise ValueError(f"{path}: {key} holds values in [{low}, {top}]; expected 0..{high}")
     if "image" in arrays and not np.isfinite(arrays["image"]).all():
         raise ValueError(f"{path}: image holds NaN/inf values")
     return arrays
@@ -150,7 +151,8 @@ class ACDCSliceDataset(Dataset):
         if self.train:
             image, labels = augment(image, labels)
         image, labels = resize_nearest(image, self.size), [resize_nearest(t, self.size) for t in labels]
-        return {"image": image.contiguous(), "scribble": labels[0].contiguous(), "mask": labels[1].contiguous(), "name": path.stem}
+        scribble, mask = labels[0].contiguous(), labels[1].contiguous()
+        return {"image": image.contiguous(), "scribble": scribble, "mask": mask, "name": path.stem}
 
 
 class ACDCVolumeDataset(Dataset):
@@ -174,7 +176,8 @@ class ACDCVolumeDataset(Dataset):
         if arrays["image"].ndim != 3:
             raise ValueError(f"{self.paths[index]}: expected a 3-D volume, got shape {arrays['image'].shape}")
         image = torch.from_numpy(arrays["image"].astype(np.float32))[:, None]
-        return {"image": image, "mask": to_labels(arrays["label"]), "name": self.paths[index].stem, "slice_size": self.size}
+        mask = to_labels(arrays["label"])
+        return {"image": image, "mask": mask, "name": self.paths[index].stem, "slice_size": self.size}
 
     @staticmethod
     def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -211,7 +214,9 @@ class ACDCDataModule(SegmentationDataModule):
         predict_dir: str | None = None,
         verify: bool = True,
     ) -> None:
-        super().__init__(len(ACDC_CLASSES), ACDC_CLASSES, batch_size, val_batch_size, num_workers, predict_dir, 1, verify)
+        super().__init__(
+            len(ACDC_CLASSES), ACDC_CLASSES, batch_size, val_batch_size, num_workers, predict_dir, 1, verify
+        )
         self.root = Path(root)
         self.test = fold_patients(fold)
         self.val = validation_patients(fold, check_integer(val_patients, "val_patients", 0))

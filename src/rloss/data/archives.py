@@ -17,7 +17,6 @@ from typing import TypeVar
 
 from tqdm import tqdm
 
-
 _Member = TypeVar("_Member", tarfile.TarInfo, zipfile.ZipInfo)
 
 

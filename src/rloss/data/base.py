@@ -19,14 +19,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from rloss.data.constants import class_names_or_default
-from rloss.utils.checks import check_integer
 from rloss.data.files import IMAGE_SUFFIXES, read_image
 from rloss.data.transforms import pad_collate
 from rloss.data.verify import Sample, problems_error, verify_samples
+from rloss.utils.checks import check_integer
 
 Split = Literal["train", "val", "test"]
 
-STAGE_SPLITS: dict[str, tuple[Split, ...]] = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ()}
+STAGE_SPLITS: dict[str, tuple[Split, ...]] = {
+    "fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ()
+}
 """Splits each Lightning stage needs."""
 
 
@@ -118,7 +120,9 @@ class SegmentationDataModule(pl.LightningDataModule):
         cache = self.cache_dir
         listed: dict[str, Sample] = samples()
         problems = verify_samples(
-            listed, self.num_classes, None if cache is None else cache / f"verified-{type(dataset).__name__}-{split}.json",
+            listed,
+            self.num_classes,
+            None if cache is None else cache / f"verified-{type(dataset).__name__}-{split}.json",
             f"checking {split}", getattr(dataset, "check_sample", None),
         )
         if problems:

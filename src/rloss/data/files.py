@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from rloss.utils.atomic import atomic_path
 from rloss.data.constants import voc_palette
+from rloss.utils.atomic import atomic_path
 from rloss.utils.checks import check_labels
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".npy")

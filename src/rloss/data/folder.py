@@ -116,7 +116,8 @@ class ScribbleFolderDataModule(SegmentationDataModule):
             if path.is_file():
                 return path
         raise FileNotFoundError(
-            f"{self.root / 'images'}: no image for id {sample_id!r}; expected {sample_id}.<{'|'.join(s[1:] for s in IMAGE_SUFFIXES)}>"
+            f"{self.root / 'images'}: no image for id {sample_id!r}; "
+            f"expected {sample_id}.<{'|'.join(s[1:] for s in IMAGE_SUFFIXES)}>"
         )
 
     def make_dataset(self, split: Split) -> ScribbleFolderDataset:
@@ -140,4 +141,5 @@ class ScribbleFolderDataModule(SegmentationDataModule):
             shown = "\n".join(f"  {m}" for m in missing[:20])
             raise DataError(f"{len(missing)} missing file(s) in the {split} split of {self.root}:\n{shown}")
         transform = train_transform(self.crop_size, self.scale_range, self.in_channels) if split == "train" else None
-        return ScribbleFolderDataset(files, self.num_classes, self.in_channels, transform, f"the {split} split of {self.root}")
+        description = f"the {split} split of {self.root}"
+        return ScribbleFolderDataset(files, self.num_classes, self.in_channels, transform, description)

@@ -12,7 +12,8 @@ The PASCAL-Scribble annotations (Lin et al., CVPR 2016) give one XML file per im
 
 Each ``polygon`` is one scribble: its points (0-based pixels) are joined by 3-pixel-wide
 lines with a 3x3 square on every point (this reproduces the sample scribble masks in
-``shared/data/voc_sample`` pixel for pixel). The mask holds the VOC class id on scribble pixels and ``IGNORE_INDEX`` (255)
+``shared/data/voc_sample`` pixel for pixel). The mask holds the VOC class id on scribble pixels and
+``IGNORE_INDEX`` (255)
 elsewhere; later scribbles are drawn over earlier ones. Points outside the image are
 clamped to its border, as in the authors' MATLAB converter.
 """

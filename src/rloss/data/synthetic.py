@@ -7,7 +7,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from rloss.data.base import SegmentationDataModule, Split
-from rloss.data.synthetic_scenes import MIN_SIZE, SPLITS, SYNTHETIC_CLASSES, SyntheticSample, generate_sample, sample_seed
+from rloss.data.synthetic_scenes import (
+    MIN_SIZE,
+    SPLITS,
+    SYNTHETIC_CLASSES,
+    SyntheticSample,
+    generate_sample,
+    sample_seed,
+)
 from rloss.utils.checks import check_fraction, check_integer
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from rloss.utils.atomic import write_text_atomic
 from rloss.data.files import read_image, read_label
+from rloss.utils.atomic import write_text_atomic
 from rloss.utils.errors import DataError
 
 Sample = Mapping[str, Path]
@@ -95,7 +95,8 @@ def verify_samples(
     workers = min(MAX_WORKERS, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool:
         results = pool.map(lambda name: check(samples[name], num_classes), todo)
-        found = dict(zip(todo, tqdm(results, total=len(todo), desc=description, unit="image", disable=not todo)))
+        progress = tqdm(results, total=len(todo), desc=description, unit="image", disable=not todo)
+        found = dict(zip(todo, progress, strict=True))
     good = {name: signatures[name] for name in samples if not found.get(name)}
     if good != known:
         save_cache(cache, num_classes, good)

@@ -11,6 +11,7 @@ from rloss.lattice.base import BACKENDS, Affinity, GaussianAffinity
 from rloss.lattice.features import bilateral_features_and_bounds
 from rloss.utils.checks import check_values
 
+
 def backend_names() -> tuple[str, ...]:
     """"auto" and every registered back-end (:data:`rloss.lattice.base.BACKENDS`)."""
     return ("auto", *sorted(BACKENDS))

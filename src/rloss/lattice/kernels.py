@@ -59,7 +59,8 @@ def _axpy(typingctx, dst, dst_index, w, src, src_index):
         dst_pointer = _element_pointer(context, builder, sig.args[0], dst, dst_index)
         src_value = _load(builder, _element_pointer(context, builder, sig.args[3], src, src_index), vector_type)
         product = builder.fmul(_broadcast(builder, w, vector_type), src_value, flags=("fast",))
-        _store(builder, builder.fadd(_load(builder, dst_pointer, vector_type), product, flags=("fast",)), dst_pointer, vector_type)
+        total = builder.fadd(_load(builder, dst_pointer, vector_type), product, flags=("fast",))
+        _store(builder, total, dst_pointer, vector_type)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -78,7 +79,8 @@ def _blur(typingctx, dst, src, index, a, b):
         left = _load(builder, _element_pointer(context, builder, sig.args[1], src, a), vector_type)
         right = _load(builder, _element_pointer(context, builder, sig.args[1], src, b), vector_type)
         half = _broadcast(builder, ir.Constant(element_type, 0.5), vector_type)
-        value = builder.fadd(center, builder.fmul(half, builder.fadd(left, right, flags=("fast",)), flags=("fast",)), flags=("fast",))
+        sides = builder.fmul(half, builder.fadd(left, right, flags=("fast",)), flags=("fast",))
+        value = builder.fadd(center, sides, flags=("fast",))
         _store(builder, value, _element_pointer(context, builder, sig.args[0], dst, index), vector_type)
         return context.get_dummy_value()
 
@@ -144,11 +146,13 @@ def _splat8(typingctx, buf, stride, channel, values, n, last_row, offsets, weigh
             nj = builder.add(n, ir.Constant(n.type, j))
             with cgutils.for_range(builder, d1) as loop:
                 index, weight = _vertex_terms(
-                    context, builder, sig.args[6], offsets, sig.args[7], weights, nj, loop.index, stride, channel, element_type
+                    context, builder, sig.args[6], offsets, sig.args[7], weights, nj, loop.index, stride, channel,
+                    element_type,
                 )
                 pointer = _element_pointer(context, builder, sig.args[0], buf, index)
                 product = builder.fmul(_broadcast(builder, weight, vector_type), pixels[j], flags=("fast",))
-                _store(builder, builder.fadd(_load(builder, pointer, vector_type), product, flags=("fast",)), pointer, vector_type)
+                total = builder.fadd(_load(builder, pointer, vector_type), product, flags=("fast",))
+                _store(builder, total, pointer, vector_type)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -172,7 +176,8 @@ def _slice8(typingctx, out, channel, n, n_rows, buf, stride, offsets, weights, s
             builder.store(ir.Constant(vector_type, None), accumulator)
             with cgutils.for_range(builder, d1) as loop:
                 index, weight = _vertex_terms(
-                    context, builder, sig.args[6], offsets, sig.args[7], weights, nj, loop.index, stride, channel, element_type
+                    context, builder, sig.args[6], offsets, sig.args[7], weights, nj, loop.index, stride, channel,
+                    element_type,
                 )
                 weight = builder.fmul(weight, scale, flags=("fast",))
                 vertex = _load(builder, _element_pointer(context, builder, sig.args[4], buf, index), vector_type)

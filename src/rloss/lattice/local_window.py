@@ -45,6 +45,7 @@ class LocalWindowAffinity(Affinity):
                     continue
                 rows, cols = slice(r + dy, r + dy + h), slice(r + dx, r + dx + w)
                 colour = (images - padded_images[:, :, rows, cols]).square_().sum(1)  # (B, H, W)
-                kernel = colour.mul_(-0.5 / self.sigma_rgb**2).add_(-0.5 * (dx * dx + dy * dy) / self.sigma_xy**2).exp_()
+                spatial = -0.5 * (dx * dx + dy * dy) / self.sigma_xy**2
+                kernel = colour.mul_(-0.5 / self.sigma_rgb**2).add_(spatial).exp_()
                 out.addcmul_(padded_values[:, :, rows, cols], kernel[:, None])
         return [out.reshape(b, c, h * w) for _ in transposes]

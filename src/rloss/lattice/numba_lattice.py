@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Callable, Sequence, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -127,7 +128,10 @@ class NumbaLattice(GaussianAffinity):
         q = torch.empty(s.shape[:2], dtype=torch.float64)
         s_np, ws_np, sym_np, d_np, a_np, q_np = (t.numpy() for t in (s, ws, sym, degree, a, q))
         kernel = numba_quadratic_kernels().quadratic_sums
-        map_batch(lambda b: kernel(s_np[b], ws_np[b], sym_np[b], d_np[b, 0], a_np[b], q_np[b]), self.batch_size, self.num_threads)
+        def sums(b: int) -> None:
+            kernel(s_np[b], ws_np[b], sym_np[b], d_np[b, 0], a_np[b], q_np[b])
+
+        map_batch(sums, self.batch_size, self.num_threads)
         return a.to(device), q.to(device), degree.to(device), sym.to(device)
 
     def _filter(self, values: Tensor, transposes: tuple[bool, ...]) -> list[Tensor]:

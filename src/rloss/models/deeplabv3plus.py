@@ -30,5 +30,9 @@ def build_deeplabv3plus(name: str, num_classes: int, in_channels: int, weights_b
             encoder_output_stride=16, in_channels=in_channels,
         )
     return SegmentationNet(
-        model, ("encoder.",), size_divisor=model.encoder.output_stride, normalization=IMAGENET_8BIT, in_channels=in_channels
+        model,
+        ("encoder.",),
+        size_divisor=model.encoder.output_stride,
+        normalization=IMAGENET_8BIT,
+        in_channels=in_channels,
     )

@@ -7,7 +7,13 @@ from torchvision.models import VGG16_Weights
 from torchvision.models.vgg import cfgs, make_layers
 
 from rloss.models.pretrained import check_torch_hub, download_errors
-from rloss.models.registry import IMAGENET_8BIT, SegmentationNet, check_pretrained_channels, register_backbone, replace_first_conv
+from rloss.models.registry import (
+    IMAGENET_8BIT,
+    SegmentationNet,
+    check_pretrained_channels,
+    register_backbone,
+    replace_first_conv,
+)
 
 
 class DeepLabLargeFOV(nn.Module):

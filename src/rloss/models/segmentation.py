@@ -162,7 +162,7 @@ class ScribbleSegmentation(pl.LightningModule):
         if len(self.regularizers):
             probs = logits.float().softmax(dim=1)
             roi = batch["mask"] != PAD_INDEX
-            for name, regularizer in zip(self.term_names, self.regularizers):
+            for name, regularizer in zip(self.term_names, self.regularizers, strict=True):
                 terms[name] = regularizer(images, probs, roi, batch["scribble"])
         values = torch.stack([t.float() for t in terms.values()])
         self.check_finite(terms, values)
@@ -197,7 +197,8 @@ class ScribbleSegmentation(pl.LightningModule):
             bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
         if not bad:
             return
-        found = [f"{name} = {value:g}" for name, value in zip(terms, values.tolist()) if not math.isfinite(value)]
+        pairs = zip(terms, values.tolist(), strict=True)
+        found = [f"{name} = {value:g}" for name, value in pairs if not math.isfinite(value)]
         raise NonFiniteLossError(
             f"non-finite loss at training step {self.global_step}: {', '.join(found) or 'on another process'}; "
             "stopped before the weights were updated (checkpoints kept)",
@@ -235,14 +236,14 @@ class ScribbleSegmentation(pl.LightningModule):
         self.metrics[stage].reset()
         self.log(f"{stage}/mIoU", scores["mIoU"], prog_bar=True)
         self.log(f"{stage}/pixel_acc", scores["pixel_acc"])
-        self.log_dict({f"{stage}/IoU/{n}": v for n, v in zip(self.class_names, scores["IoU"])})
+        self.log_dict({f"{stage}/IoU/{n}": v for n, v in zip(self.class_names, scores["IoU"], strict=True)})
         volumes = self.volume_scores[stage]
         if volumes.update_count:  # (V, 2, K-1): per volume, then the mean over volumes
             dice, hd95 = volumes.compute().reshape(-1, 2, self.hparams.num_classes - 1).mean(0).float()
             self.log(f"{stage}/dice", dice.mean(), prog_bar=True)
             self.log(f"{stage}/hd95", hd95.mean())
-            self.log_dict({f"{stage}/dice/{n}": v for n, v in zip(self.class_names[1:], dice)})
-            self.log_dict({f"{stage}/hd95/{n}": v for n, v in zip(self.class_names[1:], hd95)})
+            self.log_dict({f"{stage}/dice/{n}": v for n, v in zip(self.class_names[1:], dice, strict=True)})
+            self.log_dict({f"{stage}/hd95/{n}": v for n, v in zip(self.class_names[1:], hd95, strict=True)})
         volumes.reset()
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:

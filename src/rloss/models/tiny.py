@@ -47,4 +47,5 @@ class TinyNet(nn.Module):
 @register_backbone("tiny")
 def build_tiny(name: str, num_classes: int, in_channels: int, weights_backbone: str | None) -> SegmentationNet:
     """TinyNet (random init; ``weights_backbone`` is ignored), inputs normalized as ImageNet's."""
-    return SegmentationNet(TinyNet(num_classes, in_channels), ("stem.", "context."), normalization=IMAGENET_8BIT, in_channels=in_channels)
+    net = TinyNet(num_classes, in_channels)
+    return SegmentationNet(net, ("stem.", "context."), normalization=IMAGENET_8BIT, in_channels=in_channels)

@@ -8,7 +8,13 @@ from torch import nn
 from torchvision.models import segmentation
 
 from rloss.models.pretrained import backbone_weights, check_torch_hub, download_errors
-from rloss.models.registry import IMAGENET_8BIT, SegmentationNet, check_pretrained_channels, register_backbone, replace_first_conv
+from rloss.models.registry import (
+    IMAGENET_8BIT,
+    SegmentationNet,
+    check_pretrained_channels,
+    register_backbone,
+    replace_first_conv,
+)
 
 TORCHVISION_MODELS: dict[str, Callable[..., nn.Module]] = {
     "deeplabv3_resnet50": segmentation.deeplabv3_resnet50,
@@ -28,7 +34,8 @@ def build_torchvision(name: str, num_classes: int, in_channels: int, weights_bac
     if weights is not None:
         check_torch_hub(name, backbone_weights(TORCHVISION_MODELS[name], weights))
     with download_errors(name):
-        model = TORCHVISION_MODELS[name](weights=None, weights_backbone=weights, num_classes=num_classes, aux_loss=False)
+        build = TORCHVISION_MODELS[name]
+        model = build(weights=None, weights_backbone=weights, num_classes=num_classes, aux_loss=False)
     if in_channels != 3:
         replace_first_conv(model, in_channels)
     return SegmentationNet(model, ("backbone.",), normalization=IMAGENET_8BIT, in_channels=in_channels)

@@ -38,7 +38,8 @@ class UNet(nn.Module):
             double_conv(widths[i], widths[i + 1], ENCODER_DROPOUT[i]) for i in range(len(WIDTHS))
         )
         deep_to_shallow = WIDTHS[::-1]
-        self.reduce = nn.ModuleList(nn.Conv2d(a, b, 1) for a, b in zip(deep_to_shallow, deep_to_shallow[1:]))
+        pairs = zip(deep_to_shallow, deep_to_shallow[1:], strict=False)
+        self.reduce = nn.ModuleList(nn.Conv2d(a, b, 1) for a, b in pairs)
         self.decoder = nn.ModuleList(double_conv(2 * b, b, 0.0) for b in deep_to_shallow[1:])
         self.head = nn.Conv2d(WIDTHS[0], num_classes, 3, padding=1)
 
@@ -48,7 +49,7 @@ class UNet(nn.Module):
             x = block(F.max_pool2d(x, 2) if level else x)
             skips.append(x)
         x = skips.pop()
-        for reduce, block in zip(self.reduce, self.decoder):
+        for reduce, block in zip(self.reduce, self.decoder, strict=True):
             x = F.interpolate(reduce(x), scale_factor=2, mode="bilinear", align_corners=True)
             x = block(torch.cat([skips.pop(), x], 1))
         return self.head(x)
@@ -58,4 +59,5 @@ class UNet(nn.Module):
 def build_unet(name: str, num_classes: int, in_channels: int, weights_backbone: str | None) -> SegmentationNet:
     """The benchmark UNet (random init; ``weights_backbone`` is ignored); one learning rate for all
     parameters in the ACDC configs (``head_lr_mult: 1``)."""
-    return SegmentationNet(UNet(num_classes, in_channels), ("encoder.",), size_divisor=16, normalization=RAW, in_channels=in_channels)
+    net = UNet(num_classes, in_channels)
+    return SegmentationNet(net, ("encoder.",), size_divisor=16, normalization=RAW, in_channels=in_channels)

@@ -10,7 +10,6 @@ from torch import Tensor, nn
 
 from rloss.utils.checks import check_images, check_probs, check_probs_shape, check_roi
 
-
 REGISTRY: dict[str, type[Regularizer]] = {}
 """Short name -> regularizer class. A subclass that sets ``name`` registers itself when its module
 is imported (the shipped ones by ``rloss.regularizers``, a user's by importing their module)."""

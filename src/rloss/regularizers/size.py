@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -104,4 +105,5 @@ class SizeLoss(Regularizer):
         return penalty.mean().to(probs.dtype)
 
     def extra_repr(self) -> str:
-        return f"weight={self.weight:g}, source={self.source!r}, lower={self.lower.tolist()}, upper={self.upper.tolist()}"
+        bounds = f"lower={self.lower.tolist()}, upper={self.upper.tolist()}"
+        return f"weight={self.weight:g}, source={self.source!r}, {bounds}"

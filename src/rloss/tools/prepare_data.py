@@ -32,14 +32,15 @@ import scipy.io
 from PIL import Image
 from tqdm import tqdm
 
-from rloss.utils.atomic import write_text_atomic
-from rloss.data.acdc_files import BASE_URL as ACDC_BASE_URL, prepare_acdc
+from rloss.data.acdc_files import BASE_URL as ACDC_BASE_URL
+from rloss.data.acdc_files import prepare_acdc
 from rloss.data.archives import UnknownArchiveError, UnsafeArchiveError, safe_extract
 from rloss.data.constants import IGNORE_INDEX, SCRIBBLE_DIR, VOC_CLASSES
 from rloss.data.download import Checksum, ChecksumError, DownloadError, download, file_digest, verify
 from rloss.data.files import write_label_png
 from rloss.data.layout import VOCLayout
 from rloss.data.scribbles import ScribbleFormatError, convert_scribble_xml
+from rloss.utils.atomic import write_text_atomic
 from rloss.utils.errors import ArgumentParser, UserError, print_error
 
 DATASETS = ("voc", "acdc")

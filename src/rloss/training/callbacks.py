@@ -80,7 +80,9 @@ class WandbRunId(Callback):
 
     KEY = "wandb_run_id"
 
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger) and logger.version:
                 checkpoint[self.KEY] = logger.version
@@ -92,7 +94,8 @@ class WandbRunId(Callback):
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except Exception as error:  # noqa: BLE001 - any unpickling failure; the run id is a convenience
-            warnings.warn(f"{path}: no W&B run id read ({one_line(error)}); the resumed run gets a new id")
+            message = f"{path}: no W&B run id read ({one_line(error)}); the resumed run gets a new id"
+            warnings.warn(message, stacklevel=2)
             return None
         return checkpoint.get(cls.KEY)
 
@@ -106,7 +109,8 @@ class WandbRunId(Callback):
 
 class MaskWriter(BasePredictionWriter):
     """Write each prediction of ``predict`` as ``<output_dir>/<name>.png``, a VOC-palette PNG
-    of class ids at the input image's size (atomically). ``output_dir`` None: ``<trainer.default_root_dir>/predictions``.
+    of class ids at the input image's size (atomically). ``output_dir`` None:
+    ``<trainer.default_root_dir>/predictions``.
     """
 
     def __init__(self, output_dir: str | None = None) -> None:
@@ -124,5 +128,6 @@ class MaskWriter(BasePredictionWriter):
         dataloader_idx: int = 0,
     ) -> None:
         folder = Path(self.output_dir or Path(trainer.default_root_dir) / "predictions")
-        for mask, name, (height, width) in zip(prediction["masks"], prediction["names"], prediction["sizes"].tolist()):
+        items = zip(prediction["masks"], prediction["names"], prediction["sizes"].tolist(), strict=True)
+        for mask, name, (height, width) in items:
             write_label_png(mask[:height, :width], folder / f"{name}.png")

@@ -207,7 +207,9 @@ class RLossCLI(LightningCLI):
                 "checkpoint.save_last": False,  # LastCheckpoint writes last.ckpt without waiting for the monitor
                 "checkpoint.filename": "best-epoch{epoch}-step{step}",
                 "checkpoint.auto_insert_metric_name": False,
-                "trainer.logger": {"class_path": WANDB_LOGGER, "init_args": {"project": "rloss", "save_dir": "outputs"}},
+                "trainer.logger": {
+                    "class_path": WANDB_LOGGER, "init_args": {"project": "rloss", "save_dir": "outputs"}
+                },
             }
         )
         parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")

@@ -11,7 +11,8 @@ Runs eight trainings through the Lightning CLI with the configs of ``configs/dem
 
 Prints a table (validation mIoU and seconds per run), writes ``<output>/results.json`` (mIoU in %,
 keys ``pce``, ``pce+densecrf``, ``pce+ncut``, ``pce+gatedcrf``, ``pce+size``, ``pce+selflabel``,
-``full``; ``pce`` is the phase-2 pCE run), ``<output>/predictions.png`` (image / scribbles / pCE / pCE+DenseCRF / ground truth of a few
+``full``; ``pce`` is the phase-2 pCE run), ``<output>/predictions.png`` (image / scribbles / pCE /
+pCE+DenseCRF / ground truth of a few
 validation images), CSV logs under ``<output>/logs`` and checkpoints under ``<output>/<run>/``.
 
     rloss demo --output outputs/demo            # the full demo (a few minutes on 2 cores)
@@ -32,10 +33,10 @@ from pathlib import Path
 import torch
 
 from rloss import lattice
-from rloss.utils.atomic import write_text_atomic
-from rloss.training.config_files import configs_path
 from rloss.tools.demo.figure import save_predictions
 from rloss.tools.demo.runs import RESULT_KEYS, RUNS, Run, cli_args, phase_steps
+from rloss.training.config_files import configs_path
+from rloss.utils.atomic import write_text_atomic
 from rloss.utils.errors import ArgumentParser
 
 CONFIG_DIR = configs_path() / "demo"

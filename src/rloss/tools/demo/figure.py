@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from rloss.utils.atomic import atomic_path
 from rloss.data.constants import IGNORE_INDEX
+from rloss.utils.atomic import atomic_path
 
 
 @torch.no_grad()
