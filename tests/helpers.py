@@ -5,11 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from rloss.commands import main
+
 DATA = Path(__file__).parent / "data"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 REAL_IMAGES = ("2007_000032", "2007_000063", "2007_000323", "2008_000003", "2011_003223")
 
 
@@ -54,3 +58,28 @@ def network_checkpoint(path: Path, backbone: str, num_classes: int, in_channels:
     net = build_backbone(backbone, num_classes, None, in_channels)
     torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, path)
     return path
+
+
+def demo_args(command: str, *extra: str, num_train: int = 16, num_val: int = 4) -> list[str]:
+    """``rloss`` arguments for a small CPU run of the demo config (synthetic data, tiny network, no
+    logger, checkpoints in ./ckpt); ``extra`` arguments come last and override."""
+    return [
+        command, "--config", str(CONFIGS / "demo" / "base.yaml"), "--config", str(CONFIGS / "demo" / "pce.yaml"),
+        "--data.init_args.num_train", str(num_train), "--data.init_args.num_val", str(num_val),
+        "--data.init_args.batch_size", "4", "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
+        "--checkpoint.dirpath", "ckpt", *extra,
+    ]
+
+
+def cli_error(capsys: pytest.CaptureFixture, args: list[str]) -> str:
+    """Run ``rloss args`` in-process; assert exit 2, no traceback and one ``rloss: error:`` line; return stderr."""
+    try:
+        status = main(args)
+    except SystemExit as exit:  # argument errors exit from the parser
+        status = exit.code
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("rloss: error: ")]
+    assert len(lines) == 1, err
+    return err

@@ -13,31 +13,22 @@ import pytest
 import torch
 from pytorch_lightning import Trainer
 
+from helpers import demo_args
 from rloss.commands import main
 from rloss.models import ScribbleSegmentation
 from rloss.training.checkpoints import checkpoint_files, newest_usable_checkpoint
 from rloss.utils.atomic import temp_files
 from rloss.utils.errors import UserError
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning"),
+    pytest.mark.usefixtures("in_tmp"),
+]
 
 
 def demo_fit(*extra: str) -> list[str]:
     """A small CPU fit on the synthetic data with the default checkpointing (best val/mIoU monitor)."""
-    return [
-        "fit", "--config", str(CONFIGS / "demo" / "base.yaml"), "--config", str(CONFIGS / "demo" / "pce.yaml"),
-        "--data.init_args.num_train", "32", "--data.init_args.num_val", "4", "--data.init_args.batch_size", "4",
-        "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
-        "--checkpoint.monitor", "val/mIoU", "--checkpoint.save_last", "false", "--checkpoint.dirpath", "ckpt",
-        *extra,
-    ]
-
-
-@pytest.fixture(autouse=True)
-def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
+    return demo_args("fit", "--checkpoint.monitor", "val/mIoU", "--checkpoint.save_last", "false", *extra, num_train=32)
 
 
 def save(path: Path, step: int) -> Path:

@@ -23,13 +23,10 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 EXPERIMENTS = sorted((CONFIGS / "experiments").glob("*.yaml"))
 SLOW_BACKBONES = ("deeplab_resnet101",)
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
-
-
-@pytest.fixture(autouse=True)
-def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Runs write outputs/ and checkpoints under the test's own folder."""
-    monkeypatch.chdir(tmp_path)
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning"),
+    pytest.mark.usefixtures("in_tmp"),
+]
 
 
 def tiny(voc_root: Path, *extra: str) -> list[str]:

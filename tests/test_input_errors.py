@@ -15,6 +15,7 @@ from PIL import Image
 from pytorch_lightning.cli import LightningCLI
 from torch.utils.data import Dataset
 
+from helpers import cli_error, demo_args
 from rloss.commands import main
 from rloss.data.base import SegmentationDataModule
 from rloss.data.constants import IGNORE_INDEX, PAD_INDEX
@@ -22,40 +23,22 @@ from rloss.data.synthetic import SYNTHETIC_CLASSES
 from rloss.models import ScribbleSegmentation
 from rloss.training.cli import short_parser_error
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 K = len(SYNTHETIC_CLASSES)
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
-
-
-@pytest.fixture(autouse=True)
-def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("RLOSS_DEBUG", raising=False)
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning"),
+    pytest.mark.usefixtures("in_tmp"),
+]
 
 
 def demo(command: str, *extra: str) -> list[str]:
-    """A tiny run of the demo config (synthetic data, tiny network, CPU, no logger)."""
-    return [
-        command, "--config", str(CONFIGS / "demo" / "base.yaml"), "--config", str(CONFIGS / "demo" / "pce.yaml"),
-        "--data.init_args.num_train", "8", "--data.init_args.num_val", "2", "--data.init_args.batch_size", "4",
-        "--trainer.enable_progress_bar", "false", "--trainer.logger", "false", "--checkpoint.dirpath", "ckpt",
-        "--trainer.max_steps", "2", *extra,
-    ]
+    """A two-step run of the demo config on 8 synthetic images."""
+    return demo_args(command, "--trainer.max_steps", "2", *extra, num_train=8, num_val=2)
 
 
 def error_line(capsys: pytest.CaptureFixture, args: list[str]) -> str:
-    """Run ``rloss args`` in-process; assert exit 2, no traceback and one error line; return that line."""
-    try:
-        status = main(args)
-    except SystemExit as exit:  # argument errors exit from the parser
-        status = exit.code
-    err = capsys.readouterr().err
-    assert status == 2, err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("rloss: error: ")]
-    assert len(lines) == 1, err
-    return lines[0]
+    """The one ``rloss: error:`` line of ``rloss args`` (see helpers.cli_error)."""
+    return next(line for line in cli_error(capsys, args).splitlines() if line.startswith("rloss: error: "))
 
 
 def save_checkpoint(path: Path, hyper_parameters: bool = True, **settings: object) -> Path:

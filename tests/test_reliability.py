@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch
 from PIL import Image
 
 import rloss.data.verify
+from helpers import cli_error, demo_args
 from rloss.commands import main
 from rloss.data.constants import IGNORE_INDEX, VOC_DIR
 from rloss.data.voc import VOCScribbleDataModule
@@ -27,13 +29,10 @@ from voc_fixtures import save_label
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
-
-
-@pytest.fixture(autouse=True)
-def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("RLOSS_DEBUG", raising=False)
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning"),
+    pytest.mark.usefixtures("in_tmp"),
+]
 
 
 def voc_fit(root: Path, *extra: str) -> list[str]:
@@ -46,27 +45,8 @@ def voc_fit(root: Path, *extra: str) -> list[str]:
     ]
 
 
-def demo_fit(*extra: str) -> list[str]:
-    return [
-        "fit", "--config", str(CONFIGS / "demo" / "base.yaml"), "--config", str(CONFIGS / "demo" / "pce.yaml"),
-        "--data.init_args.num_train", "16", "--data.init_args.num_val", "4", "--data.init_args.batch_size", "4",
-        "--trainer.enable_progress_bar", "false", "--trainer.logger", "false", "--checkpoint.dirpath", "ckpt",
-        *extra,
-    ]
-
-
-def short_error(capsys: pytest.CaptureFixture, args: list[str]) -> str:
-    """Run ``rloss args`` in-process; assert the one-line error form; return stderr."""
-    try:
-        status = main(args)
-    except SystemExit as exit:  # argument errors exit from the parser
-        status = exit.code
-    err = capsys.readouterr().err
-    assert status == 2, err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("rloss: error: ")]
-    assert len(lines) == 1, err
-    return err
+demo_fit = partial(demo_args, "fit")
+short_error = cli_error
 
 
 def test_argument_error_is_one_line_with_a_hint(capsys: pytest.CaptureFixture) -> None:

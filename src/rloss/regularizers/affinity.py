@@ -17,8 +17,8 @@ from torch.autograd.function import once_differentiable
 
 from rloss.lattice import Affinity, bilateral_affinity, check_backend
 from rloss.lattice.base import compute_dtype
-from rloss.regularizers.base import Regularizer
-from rloss.utils.checks import check_positive
+from rloss.regularizers.base import Regularizer, scaled_size
+from rloss.utils.checks import check_positive, check_scale_factor
 
 
 class _QuadraticForms(torch.autograd.Function):
@@ -73,15 +73,11 @@ class AffinityRegularizer(Regularizer):
         super().__init__(weight)
         self.sigma_rgb = check_positive(sigma_rgb, "sigma_rgb")
         self.sigma_xy = check_positive(sigma_xy, "sigma_xy")
-        self.scale_factor = check_positive(scale_factor, "scale_factor")
-        if self.scale_factor > 1.0:
-            raise ValueError(f"scale_factor must be in (0, 1], got {scale_factor}")
+        self.scale_factor = check_scale_factor(scale_factor)
 
     def working_size(self, size: tuple[int, int]) -> tuple[int, int]:
         """(h, w) the energy is computed at for inputs of (H, W)."""
-        if self.scale_factor == 1.0:
-            return size
-        return max(1, round(size[0] * self.scale_factor)), max(1, round(size[1] * self.scale_factor))
+        return scaled_size(size, self.scale_factor)
 
     def build_affinity(self, images: Tensor) -> Affinity:
         """The affinity of images (B, C, H, W) intensities (sigma_rgb in their units) at the working

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-from rloss.utils.checks import check_images, check_probs, check_probs_shape, check_roi
+from rloss.utils.checks import check_images, check_non_negative, check_probs, check_probs_shape, check_roi
 
 REGISTRY: dict[str, type[Regularizer]] = {}
 """Short name -> regularizer class. A subclass that sets ``name`` registers itself when its module
 is imported (the shipped ones by ``rloss.regularizers``, a user's by importing their module)."""
+
+
+def scaled_size(size: tuple[int, int], scale_factor: float) -> tuple[int, int]:
+    """(h, w) of an (H, W) grid downsampled by ``scale_factor`` in (0, 1], at least 1 px each."""
+    if scale_factor == 1.0:
+        return size
+    return max(1, round(size[0] * scale_factor)), max(1, round(size[1] * scale_factor))
 
 
 class Regularizer(nn.Module):
@@ -52,10 +58,7 @@ class Regularizer(nn.Module):
 
     def __init__(self, weight: float = 1.0) -> None:
         super().__init__()
-        weight = float(weight)
-        if not (math.isfinite(weight) and weight >= 0.0):
-            raise ValueError(f"weight must be a finite number >= 0, got {weight}")
-        self.weight = weight
+        self.weight = check_non_negative(weight, "weight")
 
     def energy(
         self, images: Tensor, probs: Tensor, roi: Tensor | None = None, labels: Tensor | None = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -11,17 +10,19 @@ from torch import Tensor
 
 from rloss.lattice import LocalWindowAffinity, bilateral_affinity, check_backend
 from rloss.lattice.base import compute_dtype
-from rloss.regularizers.base import Regularizer
+from rloss.regularizers.base import Regularizer, scaled_size
 from rloss.regularizers.neighbourhoods import AffinityNeighbourhood, GridNeighbourhood, Neighbourhood
 from rloss.regularizers.relaxations import RELAXATIONS, UNARIES, lookup
 from rloss.utils.checks import (
     check_images,
     check_integer,
     check_labels,
+    check_non_negative,
     check_positive,
     check_probs,
     check_probs_shape,
     check_roi,
+    check_scale_factor,
 )
 
 NEIGHBOURHOODS: tuple[str, ...] = ("grid4", "grid8", "dense", "window")
@@ -83,10 +84,7 @@ class SelfLabelingLoss(Regularizer):
         backend: str = "auto",
     ) -> None:
         super().__init__(weight)
-        potts_weight = float(potts_weight)
-        if not (math.isfinite(potts_weight) and potts_weight >= 0.0):
-            raise ValueError(f"potts_weight must be a finite number >= 0, got {potts_weight}")
-        self.potts_weight = potts_weight
+        self.potts_weight = check_non_negative(potts_weight, "potts_weight")
         self.relaxation_name, self.relaxation = relaxation, lookup(RELAXATIONS, relaxation, "relaxation")
         self.unary_name, self.unary = unary, lookup(UNARIES, unary, "unary")
         if neighbourhood not in NEIGHBOURHOODS:
@@ -100,9 +98,7 @@ class SelfLabelingLoss(Regularizer):
         self.neighbourhood = neighbourhood
         self.steps = check_integer(steps, "steps", 0)
         self.step_size = check_positive(step_size, "step_size")
-        self.scale_factor = check_positive(scale_factor, "scale_factor")
-        if self.scale_factor > 1.0:
-            raise ValueError(f"scale_factor must be in (0, 1], got {scale_factor}")
+        self.scale_factor = check_scale_factor(scale_factor)
         self.sigma_rgb = check_positive(sigma_rgb, "sigma_rgb")
         self.sigma_xy = check_positive(sigma_xy, "sigma_xy")
         self.radius = check_integer(radius, "radius", 1)
@@ -173,7 +169,7 @@ class SelfLabelingLoss(Regularizer):
         labels = labels.to(roi.device).long()
         labeled = check_labels(labels, num_classes, roi=roi)
         images = images.to(probs.device, probs.dtype)
-        size = (max(1, round(roi.shape[1] * self.scale_factor)), max(1, round(roi.shape[2] * self.scale_factor)))
+        size = scaled_size(tuple(roi.shape[1:]), self.scale_factor)
         if size != tuple(roi.shape[1:]):
             images = F.interpolate(images, size=size, mode="area")
             probs = F.interpolate(probs, size=size, mode="bilinear", align_corners=False)

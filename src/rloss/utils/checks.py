@@ -20,6 +20,22 @@ def check_positive(value: float, name: str) -> float:
     return value
 
 
+def check_non_negative(value: float, name: str) -> float:
+    """Return ``value`` as float if it is a finite number >= 0."""
+    value = float(value)
+    if not (math.isfinite(value) and value >= 0.0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    return value
+
+
+def check_scale_factor(value: float, name: str = "scale_factor") -> float:
+    """Return ``value`` as float if it lies in (0, 1] (a downsampling factor)."""
+    value = check_positive(value, name)
+    if value > 1.0:
+        raise ValueError(f"{name} must be in (0, 1], got {value}")
+    return value
+
+
 def check_integer(value: int, name: str, minimum: int) -> int:
     """Return ``value`` as int if it is an int (or numpy integer; not a bool, not a float) >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
