@@ -33,6 +33,7 @@ from rloss.regularizers.affinity import (
     PROPAGATION_SIGMA_XY_BOUNDS,
     PROPAGATION_SIGMA_XY_SPACING,
 )
+from rloss.regularizers.base import scaled_size
 from rloss.utils.checks import check_integer, check_labels
 from rloss.utils.errors import ArgumentParser
 
@@ -93,8 +94,7 @@ def downsample_scribbles(onehot: Tensor, size: tuple[int, int]) -> Tensor:
 def working_size(size: tuple[int, int], width: int) -> tuple[int, int]:
     """(h, w) of the working resolution for an image of ``size`` (H, W): long side ``width`` px
     (never upsampled)."""
-    scale = min(1.0, width / max(size))
-    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+    return scaled_size(size, min(1.0, width / max(size)))
 
 
 def propagate(
