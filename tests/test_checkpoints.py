@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ from pytorch_lightning import Trainer
 from helpers import demo_args
 from rloss.commands import main
 from rloss.models import ScribbleSegmentation
-from rloss.training.checkpoints import checkpoint_files, newest_usable_checkpoint
+from rloss.training.checkpoints import AtomicCheckpointIO, checkpoint_files, newest_usable_checkpoint
 from rloss.utils.atomic import temp_files
 from rloss.utils.errors import UserError
 
@@ -42,10 +43,9 @@ from rloss.training.checkpoints import AtomicCheckpointIO
 io = AtomicCheckpointIO()
 io.save_checkpoint({"global_step": 1}, sys.argv[1])
 def dying_save(obj, f):  # writes part of the file, then the process is killed
-    with open(f, "wb") as out:
-        out.write(b"PK\\x03\\x04 partial")
-        out.flush()
-        os.kill(os.getpid(), signal.SIGKILL)
+    f.write(b"PK\\x03\\x04 partial")
+    f.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
 torch.save = dying_save
 io.save_checkpoint({"global_step": 2}, sys.argv[1])
 """
@@ -143,3 +143,25 @@ def test_last_checkpoint_on_a_time_schedule_removes_stale_temp_files(
     assert main(demo_fit("--trainer.max_steps", "3", *args)) is None
     assert saved == [1, 2, 3]  # every step (the time is always up), nothing more at the end
     assert not stale.exists()
+
+
+def test_a_save_writes_the_checkpoint_once(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Saving every step costs one write and two fsyncs (the file, then its folder) per checkpoint:
+    nothing reloads it, nothing is logged."""
+    saves: list[Path] = []
+    fsyncs: list[int] = []
+    loads: list[object] = []
+    save, fsync, load = AtomicCheckpointIO.save_checkpoint, os.fsync, torch.load
+
+    def counted_save(self: AtomicCheckpointIO, checkpoint: dict, path: Path, **options: object) -> None:
+        saves.append(path)
+        save(self, checkpoint, path, **options)
+
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", counted_save)
+    monkeypatch.setattr(os, "fsync", lambda fd: fsyncs.append(fd) or fsync(fd))
+    monkeypatch.setattr(torch, "load", lambda *args, **kwargs: loads.append(args) or load(*args, **kwargs))
+    caplog.set_level(logging.INFO)
+    assert main(demo_fit("--trainer.max_steps", "3", "--last_checkpoint.every_n_train_steps", "1")) is None
+    assert [Path(path).name for path in saves].count("last.ckpt") == 3
+    assert len(fsyncs) == 2 * len(saves) and not loads
+    assert "weights_only" not in caplog.text

@@ -5,35 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
+from helpers import write_folder
 from rloss.data import ScribbleFolderDataModule
 from rloss.training.cli import run_cli
 from rloss.utils.errors import DataError
-
-
-def write_folder(root: Path, train: int = 4, val: int = 2) -> Path:
-    """Grayscale 24x24 images of a bright square (class 1) on a dark ground (class 0), a two-pixel
-    scribble per training image, full masks for every id."""
-    rng = np.random.default_rng(0)
-    for folder in ("images", "scribbles", "masks", "splits"):
-        (root / folder).mkdir(parents=True)
-    ids = [f"case{i}" for i in range(train + val)]
-    for i, sample_id in enumerate(ids):
-        mask = np.zeros((24, 24), np.uint8)
-        mask[4 + i : 14 + i, 6:18] = 1
-        image = (mask * 150 + 50 + rng.integers(0, 30, mask.shape)).astype(np.uint8)
-        Image.fromarray(image).save(root / "images" / f"{sample_id}.png")
-        Image.fromarray(mask).save(root / "masks" / f"{sample_id}.png")
-        scribble = np.full_like(mask, 255)
-        scribble[1, 1], scribble[8 + i, 12] = 0, 1
-        Image.fromarray(scribble).save(root / "scribbles" / f"{sample_id}.png")
-    (root / "splits" / "train.txt").write_text("\n".join(ids[:train]))
-    (root / "splits" / "val.txt").write_text("\n".join(ids[train:]))
-    (root / "classes.txt").write_text("ground\nsquare\n")
-    return root
 
 
 def test_grayscale_folder_trains_and_validates_through_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

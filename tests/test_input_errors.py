@@ -4,7 +4,12 @@ was wrong and what is expected, before it writes anything that looks like a resu
 
 from __future__ import annotations
 
+import errno
+import io
 import math
+import os
+import shutil
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -13,15 +18,18 @@ import pytorch_lightning as pl
 import torch
 from PIL import Image
 from pytorch_lightning.cli import LightningCLI
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
-from helpers import cli_error, demo_args
+from helpers import CONFIGS, cli_error, demo_args, write_folder
+from prepare_fixtures import build_archives, md5
 from rloss.commands import main
+from rloss.data import files
 from rloss.data.base import SegmentationDataModule
 from rloss.data.constants import IGNORE_INDEX, PAD_INDEX
 from rloss.data.synthetic import SYNTHETIC_CLASSES
 from rloss.models import ScribbleSegmentation
 from rloss.training.cli import short_parser_error
+from rloss.utils.errors import DataError, user_error
 
 K = len(SYNTHETIC_CLASSES)
 
@@ -238,3 +246,169 @@ def test_non_finite_weights_are_never_saved(
     line = error_line(capsys, demo("fit", "--trainer.max_steps", "1"))
     assert "1 weight(s) or statistic(s) (e.g. net.model.head.2.bias) became NaN/inf by training step 1" in line
     assert not last.exists()
+
+
+class FullDisk(io.BytesIO):
+    """A file on a device with no space left: every write fails as the operating system's does."""
+
+    def write(self, data: object) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_files_that_cannot_be_read_or_written_are_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_folder(tmp_path / "mine", train=1, val=0)
+    image, scribbles = tmp_path / "mine" / "images" / "case0.png", tmp_path / "mine" / "scribbles" / "case0.png"
+    Path("afile").write_text("a file where a folder is expected")
+    propagate = ["propagate", "--image", str(image), "--scribbles", str(scribbles), "--output"]
+    for args, expected in [
+        (["propagate", "--image", "nope.png", "--scribbles", str(scribbles), "--output", "o.png"],
+         "--image nope.png: no such file or folder"),
+        (["propagate", "--image", str(image), "--scribbles", "nope.png", "--output", "o.png"],
+         "--scribbles nope.png: no such file or folder"),
+        (demo("fit", "--checkpoint.dirpath", "afile/ckpt"),
+         f"{tmp_path}/afile/ckpt: a part of the path is a file; expected a folder"),
+        (demo("predict", "--model.init_weights", str(save_checkpoint(tmp_path / "w.ckpt")),
+              "--data.init_args.predict_dir", str(image.parent), "--predict_writer.output_dir", "afile/masks"),
+         "afile/masks: a part of the path is a file; expected a folder"),
+    ]:
+        assert error_line(capsys, args) == f"rloss: error: {expected}"
+    if os.geteuid() != 0:  # root writes anywhere
+        Path("locked").mkdir(mode=0o555)
+        assert "locked/o.png: permission denied" in error_line(capsys, [*propagate, "locked/o.png"])
+    with monkeypatch.context() as patch:
+        patch.setattr(Image.Image, "save", lambda *args, **kwargs: FullDisk().write(b""))
+        assert error_line(capsys, [*propagate, "o.png"]) == (
+            "rloss: error: o.png: no space left on the device; free some space or write elsewhere"
+        )
+    # the disk fills up after the first checkpoint: torch's own error becomes the named line, the file is kept
+    open_file, writes = Path.open, []
+
+    def fills_up(path: Path, mode: str = "r", *args: object, **kwargs: object) -> object:
+        if path.suffix == ".ckpt" and "w" in mode:
+            writes.append(path)
+            if len(writes) > 1:
+                return FullDisk()
+        return open_file(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", fills_up)
+    line = error_line(capsys, demo("fit", "--trainer.max_steps", "3", "--last_checkpoint.every_n_train_steps", "1"))
+    assert line == (f"rloss: error: cannot write a checkpoint: {tmp_path}/ckpt/last.ckpt: no space left on the device; "
+                    "free some space or write elsewhere; the previous checkpoints are kept")
+    assert torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["global_step"] == 1
+    assert [p.name for p in (tmp_path / "ckpt").iterdir()] == ["last.ckpt"]  # no temp file left
+
+
+def test_truncated_or_corrupt_archives_are_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    archives = build_archives(tmp_path / "archives")
+    with tarfile.open(archives["voc"]) as tar:
+        boundary = tar.getmembers()[3].offset  # cut there, tar lists 3 members and stops without a word
+
+    def flip_first_xml_byte(data: bytes) -> bytes:
+        at = data.index(b"<annotation") + 3
+        return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
+
+    for name, corrupt, expected, content in [
+        ("voc", lambda data: data[:boundary], "truncated or corrupt tar archive: no end-of-archive marker after member",
+         "VOCdevkit"),
+        ("voc", lambda data: data[: len(data) // 2 + 100], "truncated or corrupt", "VOCdevkit"),
+        ("sbd", lambda data: data[: len(data) // 2], "truncated or corrupt archive (Compressed file ended",
+         "benchmark_RELEASE"),
+        ("scribbles", flip_first_xml_byte,
+         "corrupt member 'scribble_annotation/pascal_2012/2007_000032.xml' (its CRC-32 differs)",
+         "scribble_annotation"),
+    ]:
+        folder = tmp_path / f"{name}-{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(archives["voc"].parent, folder)
+        bad = folder / archives[name].name
+        bad.write_bytes(corrupt(bad.read_bytes()))
+        pins = [f"--checksum={key}=md5:{md5(folder / archives[key].name)}" for key in ("voc", "sbd")]
+        root = folder / "data"
+        line = error_line(capsys, ["data", "prepare", "--root", str(root), "--from-dir", str(folder), *pins])
+        assert line.startswith(f"rloss: error: data prepare: {bad}: {expected}"), line
+        assert line.endswith("; delete it and download it again"), line
+        assert not (root / content).exists()  # checked before anything is extracted
+    for dataset in ("voc", "acdc"):
+        assert error_line(capsys, ["data", "prepare", dataset, "--root", str(archives["voc"])]).endswith(
+            f"argument --root: {archives['voc']} exists and is not a folder"
+        )
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_images_above_the_pixel_limit_are_named_and_every_bad_file_listed(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(files, "MAX_IMAGE_PIXELS", 600)  # the 24 x 24 images pass
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # Pillow: a warning above 500 pixels, an error above 1,000
+    root = write_folder(tmp_path / "mine", train=5, val=0)
+    images = root / "images"
+    Image.new("L", (30, 30)).save(images / "case1.png")  # rloss's limit
+    Image.new("1", (40, 40)).save(images / "case2.png")  # Pillow's
+    (images / "case3.png").write_bytes((images / "case3.png").read_bytes()[:100])
+    Image.new("L", (8, 8)).save(root / "scribbles" / "case4.png")
+    too_large = "expected at most 600 (rloss.data.files.MAX_IMAGE_PIXELS; tile larger images)"
+    assert str(pytest.raises(ValueError, files.read_image, images / "case1.png").value) == (
+        f"{images / 'case1.png'}: the image has 30 x 30 = 900 pixels; {too_large}"
+    )
+    err = cli_error(capsys, folder_fit(root))
+    assert f"4 bad file(s) or value(s) in the train split of {root}:" in err
+    assert f"{images / 'case1.png'}: the image has 30 x 30 = 900 pixels; {too_large}" in err
+    assert f"{images / 'case2.png'}: the image has more than 1,000 pixels; {too_large}" in err
+    assert f"{images / 'case3.png'}: cannot decode the image" in err
+    assert f"{root / 'scribbles' / 'case4.png'}: label size 8x8 (HxW) differs from its image 24x24" in err
+    line = error_line(capsys, ["propagate", "--image", str(images / "case2.png"), "--scribbles",
+                               str(root / "scribbles" / "case2.png"), "--output", "o.png"])
+    assert line == f"rloss: error: {images / 'case2.png'}: the image has more than 1,000 pixels; {too_large}"
+
+
+class Raising(Dataset):
+    """A dataset whose every item raises ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> object:
+        raise self.error
+
+
+def worker_raised(error: Exception) -> Exception:
+    """What the main process receives when a DataLoader worker raises ``error``."""
+    with pytest.raises(type(error)) as raised:
+        next(iter(DataLoader(Raising(error), num_workers=1)))
+    assert "in DataLoader worker process 0" in str(raised.value)
+    return raised.value
+
+
+def test_errors_in_dataloader_workers_arrive_as_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root = write_folder(tmp_path / "mine", train=4, val=0)
+    truncated = root / "images" / "case2.png"
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    decode = f"rloss: error: {truncated}: cannot decode the image ("
+    workers = ("--data.num_workers", "2")
+    assert error_line(capsys, folder_fit(root, *workers, "--data.verify", "false")).startswith(decode)
+    predict = ("--data.init_args.predict_dir", str(root / "images"), "--predict_writer.output_dir", "masks")
+    assert error_line(capsys, demo("predict", "--model.init_weights", str(save_checkpoint(tmp_path / "w.ckpt")),
+                                   "--data.init_args.num_workers", "2", *predict)).startswith(decode)
+    assert not (tmp_path / "masks").exists()
+    for error, expected in [
+        (OSError(errno.ENOSPC, "No space left on device", "/data/x.png"), "/data/x.png: no space left on the device"),
+        (FileNotFoundError(errno.ENOENT, "No such file or directory", "/data/y.png"), "/data/y.png: no such file or"),
+        (DataError("2 bad file(s):\n  /data/a.png\n  /data/b.png"), "2 bad file(s):\n  /data/a.png\n  /data/b.png"),
+    ]:
+        assert str(user_error(worker_raised(error))).startswith(expected)
+    assert user_error(worker_raised(ValueError("an internal bug"))) is None  # not one of rloss's checks: a traceback
+
+
+def folder_fit(root: Path, *extra: str) -> list[str]:
+    """Two training steps on the folder dataset ``root`` (tiny network, no validation)."""
+    return [
+        "fit", "--config", str(CONFIGS / "data" / "folder.yaml"), "--data.root", str(root), "--data.crop_size", "16",
+        "--data.batch_size", "2", "--data.num_workers", "0", "--model.backbone", "tiny",
+        "--model.weights_backbone", "null", "--trainer.max_steps", "2", "--trainer.logger", "false",
+        "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu", "--trainer.limit_val_batches", "0",
+        "--checkpoint.dirpath", "ckpt", *extra,
+    ]

@@ -58,7 +58,8 @@ def test_full_supervision_trains_on_masks() -> None:
     assert tiny_model(supervision="full").training_step(batch(IGNORE_INDEX), 0).item() > 0
 
 
-def test_regularizers_see_raw_images_probs_and_roi() -> None:
+@pytest.mark.parametrize("supervision, labels", [("scribble", "scribble"), ("full", "mask")])
+def test_regularizers_see_raw_images_probs_roi_and_the_training_labels(supervision: str, labels: str) -> None:
     seen = {}
 
     class Probe(nn.Module):
@@ -66,13 +67,13 @@ def test_regularizers_see_raw_images_probs_and_roi() -> None:
             seen.update(images=images, probs=probs, roi=roi, labels=labels)
             return probs.sum() * 0 + 1.5
 
-    model = tiny_model(regularizers=[Probe()])
+    model = tiny_model(regularizers=[Probe()], supervision=supervision)
     data = batch(1)
     loss = model.training_step(data, 0)
     assert torch.equal(seen["images"], data["image"])
     assert torch.allclose(seen["probs"].sum(1), torch.ones(2, 32, 32))
     assert torch.equal(seen["roi"], data["mask"] != PAD_INDEX)
-    assert torch.equal(seen["labels"], data["scribble"])
+    assert torch.equal(seen["labels"], data[labels])
     assert loss.item() > 1.5
 
 

@@ -163,7 +163,7 @@ def test_checksum_mismatch_is_never_trusted(tmp_path: Path, archives: dict[str, 
     wrong = "0" * 32
     with serve({path.name: path.read_bytes() for path in archives.values()}) as server:
         status = run_main(root, archives, "--base-url", server.base_url, "--checksum", f"voc=md5:{wrong}")
-    assert status == 1
+    assert status == 2
     error = capsys.readouterr().err
     assert f"{VOC_TAR}" in error and f"expected md5 {wrong}" in error and f"found {md5(archives['voc'])}" in error
     assert not (root / "downloads" / VOC_TAR).exists() and not (root / "VOCdevkit").exists()
@@ -183,7 +183,7 @@ def test_tar_with_an_escaping_member_is_rejected(tmp_path: Path, member: str, ca
     (tmp_path / "archives").mkdir()
     bad = build_tar(tmp_path / "archives" / VOC_TAR, {"VOCdevkit/VOC2012/ok.txt": b"ok", member: b"evil"})
     status = main(["--root", str(tmp_path / "data"), "--from-dir", str(bad.parent), "--checksum", f"voc={md5(bad)}"])
-    assert status == 1
+    assert status == 2
     assert f"unsafe member {member!r} in {bad}" in capsys.readouterr().err
     assert not (tmp_path / "evil.txt").exists() and not (tmp_path / "data" / "VOCdevkit").exists()
 
@@ -212,7 +212,7 @@ def test_scribble_xml_with_an_unknown_class(tmp_path: Path, archives: dict[str, 
     documents = {image_id: scribble_xml() for image_id in ALL_IDS}
     documents["2008_000010"] = scribble_xml((("unicorn", ((1, 1), (5, 5))),))
     build_scribble_zip(archives["scribbles"], documents)
-    assert run_main(tmp_path / "data", archives, "--from-dir", str(archives["voc"].parent)) == 1
+    assert run_main(tmp_path / "data", archives, "--from-dir", str(archives["voc"].parent)) == 2
     error = capsys.readouterr().err
     assert "unknown scribble class 'unicorn'" in error and "2008_000010.xml" in error
     assert not (voc_dir(tmp_path / "data") / "pascal_2012_scribble" / "2008_000010.png").exists()
@@ -251,7 +251,7 @@ def test_rerun_extracts_again_what_was_deleted(tmp_path: Path, archives: dict[st
 
 
 def test_from_dir_without_the_archive_names_the_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert main(["--root", str(tmp_path / "data"), "--from-dir", str(tmp_path)]) == 1
+    assert main(["--root", str(tmp_path / "data"), "--from-dir", str(tmp_path)]) == 2
     error = capsys.readouterr().err
     assert f"{tmp_path / VOC_TAR} not found" in error and "host.robots.ox.ac.uk" in error
 

@@ -8,6 +8,7 @@ Lightning or W&B. Input errors of any command are one ``rloss: error:`` line, ex
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Callable
 from importlib import import_module
 from typing import NamedTuple
@@ -39,6 +40,9 @@ COMMANDS: tuple[Command, ...] = (
 )
 """Every ``rloss`` subcommand (``rloss --help`` lists them in this order)."""
 
+PILLOW_SIZE_WARNING = r"Image size \(\d+ pixels\) exceeds limit"
+"""Pillow's decompression-bomb warning: rloss checks image sizes itself (rloss.data.files.MAX_IMAGE_PIXELS)."""
+
 
 def usage() -> str:
     """``rloss --help``: every subcommand with its one-line summary."""
@@ -68,10 +72,11 @@ def main(args: list[str] | None = None) -> int | None:
     :func:`rloss.utils.errors.user_error`) print one line and return 2; others raise."""
     argv = list(sys.argv[1:] if args is None else args)
     keep_freed_memory()
+    warnings.filterwarnings("ignore", PILLOW_SIZE_WARNING, RuntimeWarning)
     try:
         return dispatch(argv)
     except Exception as error:
         reported = user_error(error)
         if debug_mode() or reported is None:
             raise
-        return print_error(str(reported), getattr(reported, "hint", None))
+        return print_error(str(reported), reported.hint)

@@ -17,27 +17,38 @@ from rloss.utils.checks import check_labels
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".npy")
 """File name endings read as images (lower case); ``.npy``: a NumPy array (see :func:`read_image`)."""
 
+MAX_IMAGE_PIXELS: int = 100_000_000
+"""Images with more pixels (10,000 x 10,000) are refused, naming the file: read as float32 RGB such an
+image takes 1.2 GB, in each DataLoader worker. Pillow's decompression-bomb warning (above 89 MP) is
+redundant with this check; the ``rloss`` command hides it."""
+
 DEPTH_MODES: tuple[str, ...] = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 """Pillow modes of 1-channel images read at their real depth (16-bit, 32-bit integer, 32-bit float)."""
 
 
 def load_image(path: Path) -> Image.Image:
     """Open and fully decode an image file. ValueError naming the file when it cannot be decoded
-    (truncated, corrupt, not an image) or has more than twice Pillow's ``Image.MAX_IMAGE_PIXELS``
-    pixels (its decompression-bomb limit; 2 x 89,478,485 by default); FileNotFoundError when it is missing."""
+    (truncated, corrupt, not an image) or has more than :data:`MAX_IMAGE_PIXELS` pixels (checked
+    before decoding); FileNotFoundError when it is missing."""
     try:
         image = Image.open(path)
+        if image.width * image.height > MAX_IMAGE_PIXELS:
+            image.close()
+            raise too_large(path, f"{image.width:,} x {image.height:,} = {image.width * image.height:,}")
         image.load()
     except FileNotFoundError:
         raise
-    except Image.DecompressionBombError as error:
-        raise ValueError(
-            f"{path}: the image is too large ({error}); expected at most 2 x PIL.Image.MAX_IMAGE_PIXELS "
-            "pixels (Pillow's decompression-bomb limit; raise it to read larger images)"
-        ) from error
+    except Image.DecompressionBombError as error:  # Pillow's own limit, 2 x Image.MAX_IMAGE_PIXELS, checked first
+        raise too_large(path, f"more than {2 * (Image.MAX_IMAGE_PIXELS or 0):,}") from error
     except (OSError, SyntaxError) as error:  # PIL: UnidentifiedImageError, truncated data, bad chunks
         raise ValueError(f"{path}: cannot decode the image ({error}); expected a valid image file") from error
     return image
+
+
+def too_large(path: Path, pixels: str) -> ValueError:
+    """The error for an image of ``pixels`` pixels, above :data:`MAX_IMAGE_PIXELS`."""
+    return ValueError(f"{path}: the image has {pixels} pixels; expected at most {MAX_IMAGE_PIXELS:,} "
+                      "(rloss.data.files.MAX_IMAGE_PIXELS; tile larger images)")
 
 
 def _read_pixels(path: Path) -> np.ndarray:

@@ -66,7 +66,7 @@ def load_network_weights(path: str | Path, network: nn.Module, hparams: Mapping[
 class ScribbleSegmentation(pl.LightningModule):
     """Semantic segmentation from scribbles with regularized losses.
 
-    loss = pCE(logits, labels) + sum_r r(images, softmax(logits), roi, scribbles), where labels
+    loss = pCE(logits, labels) + sum_r r(images, softmax(logits), roi, labels), where labels
     are the scribbles (``supervision="scribble"``) or the full masks (``"full"``), images are the
     raw image batch and roi = pixels that are not padding (label 254).
 
@@ -163,7 +163,7 @@ class ScribbleSegmentation(pl.LightningModule):
             probs = logits.float().softmax(dim=1)
             roi = batch["mask"] != PAD_INDEX
             for name, regularizer in zip(self.term_names, self.regularizers, strict=True):
-                terms[name] = regularizer(images, probs, roi, batch["scribble"])
+                terms[name] = regularizer(images, probs, roi, batch[self.target_key])
         values = torch.stack([t.float() for t in terms.values()])
         self.check_finite(terms, values)
         loss = values.sum()

@@ -11,6 +11,7 @@ from typing import Any
 
 from rloss.regularizers.base import REGISTRY, Regularizer
 from rloss.regularizers.densecrf import DenseCRFLoss
+from rloss.regularizers.dice import DiceLoss
 from rloss.regularizers.gatedcrf import GatedCRFLoss
 from rloss.regularizers.ncut import NormalizedCutLoss
 from rloss.regularizers.selflabel import SelfLabelingLoss

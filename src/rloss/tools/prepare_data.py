@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from rloss.data.acdc_files import BASE_URL as ACDC_BASE_URL
 from rloss.data.acdc_files import prepare_acdc
-from rloss.data.archives import UnknownArchiveError, UnsafeArchiveError, safe_extract
+from rloss.data.archives import CorruptArchiveError, UnknownArchiveError, UnsafeArchiveError, safe_extract
 from rloss.data.constants import IGNORE_INDEX, SCRIBBLE_DIR, VOC_CLASSES
 from rloss.data.download import Checksum, ChecksumError, DownloadError, download, file_digest, verify
 from rloss.data.files import write_label_png
@@ -76,9 +76,11 @@ ARCHIVES: tuple[ArchiveSpec, ...] = (
                 ("benchmark_RELEASE/dataset/cls/", "benchmark_RELEASE/dataset/train.txt",
                  "benchmark_RELEASE/dataset/val.txt")),
     # The ScribbleSup page (jifengdai.org/downloads/scribble_sup/) links this Dropbox file, also used by the
-    # authors' rloss repository (data/pascal_scribble/fetchPascalScribble.sh). No checksum is published for it,
-    # so none is pinned: the zip's per-member CRC-32 is checked on extraction, the folder structure is checked
-    # and every XML must parse; the SHA-256 of the file used is printed (pin it with --checksum scribbles=...).
+    # authors' rloss repository (data/pascal_scribble/fetchPascalScribble.sh). No checksum is published for it
+    # and none could be taken from the official file offline, so none is pinned: every member's CRC-32 is
+    # checked before anything is extracted (zipfile.testzip; a corrupt download is named, not extracted), the
+    # folder structure is checked and every XML must parse; the SHA-256 of the file used is printed (pin it with
+    # --checksum scribbles=...).
     ArchiveSpec("scribbles", "scribble_annotation.zip",
                 "https://www.dropbox.com/s/9vh3kvtd742red8/scribble_annotation.zip?dl=1",
                 None, "scribble_annotation/pascal_2012"),
@@ -366,7 +368,8 @@ def main_acdc(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``rloss data prepare`` / ``python -m rloss.tools.prepare_data``; returns the exit status."""
+    """Entry point of ``rloss data prepare`` / ``python -m rloss.tools.prepare_data``; returns the exit
+    status (2, after one ``rloss: error:`` line, when the data cannot be prepared)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     dataset = argv.pop(0) if argv and argv[0] in DATASETS else "voc"
     if dataset == "acdc":
@@ -382,10 +385,9 @@ def main(argv: list[str] | None = None) -> int:
     archives = resolve_archives(args.base_url, dict(args.url), checksums)
     try:
         report = prepare(args.root, archives, args.from_dir)
-    except (PrepareError, ChecksumError, DownloadError, UnsafeArchiveError, UnknownArchiveError,
+    except (PrepareError, ChecksumError, DownloadError, UnsafeArchiveError, UnknownArchiveError, CorruptArchiveError,
             ScribbleFormatError) as error:
-        print_error(f"data prepare: {error}")
-        return 1  # the data could not be prepared (exit 2 is for a bad command line)
+        return print_error(f"data prepare: {error}")
     print(report.render())
     return 0
 

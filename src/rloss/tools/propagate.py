@@ -321,6 +321,9 @@ def main(argv: Sequence[str]) -> int:
     if args.steps is None:
         args.steps = REFINE_STEPS if args.regularizer else DEFAULT_STEPS
     check_settings(args.steps, args.lr, args.width, args.iterations, prefix="--")
+    for option, path in (("--image", args.image), ("--scribbles", args.scribbles)):
+        if not path.exists():
+            raise FileNotFoundError(f"{option} {path}: no such file or folder")
     check_output(args.output, folder=args.image.is_dir())
     regularizers = [default_regularizer(name, args.width) for name in args.regularizer or ["densecrf"]]
     pairs = _pairs(args.image, args.scribbles, args.output)

@@ -16,7 +16,7 @@ import zipfile
 from collections.abc import Mapping
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytorch_lightning as pl
 import torch
@@ -28,7 +28,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
 from rloss.utils.atomic import atomic_path, temp_files
-from rloss.utils.errors import CheckpointError, NonFiniteLossError, TrainingStoppedError, UserError
+from rloss.utils.errors import CheckpointError, NonFiniteLossError, TrainingStoppedError, UserError, file_problem
 
 SUFFIX = ".ckpt"
 CORRUPT_SUFFIX = ".corrupt"
@@ -37,17 +37,55 @@ NETWORK_FACTS = ("backbone", "num_classes", "in_channels")
 """The hyperparameters that shape the network, named when a checkpoint does not fit."""
 
 
+class FileWriter:
+    """The ``write`` that ``torch.save`` calls, keeping the OSError of a failed write (a full disk),
+    which torch replaces by its own ``enforce fail ... unexpected pos`` RuntimeError."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file = file
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+def write_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
+    """``torch.save`` of ``checkpoint`` to ``path``; a failed write raises its OSError."""
+    with path.open("wb") as file:
+        writer = FileWriter(file)
+        try:
+            torch.save(checkpoint, writer)
+        except RuntimeError:
+            if writer.error is not None:
+                raise writer.error from None
+            raise
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """TorchCheckpointIO writing local checkpoints atomically beside their target: a temp file in the
     checkpoint folder, flushed and fsynced, then renamed over the target (the folder fsynced too).
-    Remote paths (``s3://`` ...) keep Lightning's own writer."""
+    A write that fails (a full disk, no permission) stops training with a TrainingStoppedError naming
+    the file, the previous checkpoints kept. Remote paths (``s3://`` ...) keep Lightning's own writer."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None or not isinstance(get_filesystem(path), LocalFileSystem):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
-        with atomic_path(Path(path), durable=True) as tmp:
-            torch.save(checkpoint, tmp)
+        try:
+            with atomic_path(Path(path), durable=True) as tmp:
+                write_checkpoint(checkpoint, tmp)
+        except OSError as error:
+            problem = file_problem(error) or f"{path}: {error}"
+            raise TrainingStoppedError(
+                f"cannot write a checkpoint: {problem}; the previous checkpoints are kept"
+            ) from error
 
 
 def use_atomic_checkpoint_io(trainer: pl.Trainer) -> None:
@@ -226,6 +264,7 @@ class LastCheckpoint(Callback):
         self._saved_step, self._saved_time = trainer.global_step, time.monotonic()
         path = self.path(trainer)
         if path is not None and trainer.is_global_zero:
+            path.parent.mkdir(parents=True, exist_ok=True)  # a folder that cannot be made is named before step 1
             for stale in temp_files(path.parent, SUFFIX):
                 stale.unlink(missing_ok=True)
                 rank_zero_info(f"removed {stale}, a partial checkpoint of a killed run")
@@ -266,5 +305,5 @@ class LastCheckpoint(Callback):
                 f"{path.name} not written, the previous checkpoints are kept",
                 "the loss was finite but an update overflowed: lower model.lr (or model.head_lr_mult)",
             )
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # given: Lightning logs a line each save otherwise
         self._saved_step, self._saved_time = trainer.global_step, time.monotonic()

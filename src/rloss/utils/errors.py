@@ -1,11 +1,18 @@
 """How the ``rloss`` command reports errors: a user's input error is one line
 ``rloss: error: <what, where, what was expected>`` (plus at most a hint line) and exit code 2,
-without a traceback unless ``RLOSS_DEBUG=1``; internal errors keep their traceback."""
+without a traceback unless ``RLOSS_DEBUG=1``; internal errors keep their traceback.
+
+Input errors are :class:`UserError`, the ValueError / FileNotFoundError of rloss's own checks, and
+an OSError naming a file it cannot read or write (:data:`FILE_PROBLEMS`), also when a DataLoader
+worker raised it (:func:`worker_error`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import re
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -14,6 +21,34 @@ EXIT_USER_ERROR = 2
 """Exit status of a reported input error (as argparse's for a bad argument)."""
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
+
+INPUT_ERRORS = (ValueError, FileNotFoundError)
+"""Errors that are input errors when one of rloss's checks raised them (the innermost frame of their
+traceback is rloss's code, under :data:`PACKAGE_DIR`)."""
+
+FILE_PROBLEMS: dict[int, str] = {
+    errno.ENOENT: "no such file or folder",
+    errno.EACCES: "permission denied; expected a file or folder this user may read (or write)",
+    errno.EPERM: "operation not permitted; expected a file or folder this user may read (or write)",
+    errno.EROFS: "on a read-only file system; expected a writable folder",
+    errno.ENOSPC: "no space left on the device; free some space or write elsewhere",
+    errno.EDQUOT: "disk quota exceeded; free some space or write elsewhere",
+    errno.EISDIR: "is a folder; expected a file",
+    errno.ENOTDIR: "a part of the path is a file; expected a folder",
+    errno.EEXIST: "exists as a file; expected a folder",
+    errno.ENAMETOOLONG: "the name is too long",
+}
+"""What an OSError naming a file means for the user (by errno): such errors are input errors,
+reported as ``<file>: <problem>``."""
+
+WORKER_ERROR = re.compile(
+    r"Caught (?P<name>\w+) in DataLoader worker process \d+\.\nOriginal Traceback \(most recent call last\):\n"
+)
+"""The message torch gives the exception a DataLoader worker raised, re-raised in the main process
+(the worker's formatted traceback follows)."""
+FRAME = re.compile(r'^  File "(?P<file>[^"]+)", line \d+', re.MULTILINE)
+OS_ERROR = re.compile(r"\[Errno (?P<errno>\d+)\] (?P<strerror>.+?): '(?P<filename>.+)'", re.DOTALL)
+"""``str()`` of an OSError naming a file."""
 
 
 class UserError(Exception):
@@ -33,8 +68,8 @@ class CheckpointError(UserError, ValueError):
 
 
 class TrainingStoppedError(UserError):
-    """Training cannot go on and its latest state is not worth keeping: no checkpoint is written on
-    the way out (the previous ones are kept)."""
+    """Training cannot go on and its latest state is not worth keeping, or cannot be written: no
+    checkpoint is written on the way out (the previous ones are kept)."""
 
 
 class NonFiniteLossError(TrainingStoppedError, FloatingPointError):
@@ -47,31 +82,73 @@ def debug_mode() -> bool:
     return os.environ.get("RLOSS_DEBUG", "") not in ("", "0")
 
 
-def raised_in(error: BaseException, *folders: Path) -> bool:
-    """True when the innermost frame of ``error``'s traceback is code under one of ``folders``."""
+def innermost_file(error: BaseException) -> Path | None:
+    """The source file of the innermost frame of ``error``'s traceback (None without a traceback)."""
     tb = error.__traceback__
     if tb is None:
-        return False
+        return None
     while tb.tb_next is not None:
         tb = tb.tb_next
-    file = Path(tb.tb_frame.f_code.co_filename).resolve()
-    return any(file.is_relative_to(folder) for folder in folders)
+    return Path(tb.tb_frame.f_code.co_filename)
 
 
-def raised_by_rloss(error: BaseException) -> bool:
-    """True when the innermost frame of ``error``'s traceback is rloss's own code (one of its checks)."""
-    return raised_in(error, PACKAGE_DIR)
+def in_folders(file: Path | None, *folders: Path) -> bool:
+    """True when ``file`` lies under one of ``folders``."""
+    return file is not None and any(file.resolve().is_relative_to(folder) for folder in folders)
 
 
-def user_error(error: BaseException) -> BaseException | None:
-    """The input error that ``error`` is or was raised from (``raise ... from``: jsonargparse wraps
-    errors of a class's ``__init__``): a UserError, or a ValueError / FileNotFoundError raised by one
-    of rloss's input checks. None for internal errors."""
+def raised_in(error: BaseException, *folders: Path) -> bool:
+    """True when the innermost frame of ``error``'s traceback is code under one of ``folders``."""
+    return in_folders(innermost_file(error), *folders)
+
+
+def file_problem(error: OSError) -> str | None:
+    """``<file>: <problem>`` for an OSError that names a file and has a :data:`FILE_PROBLEMS` errno, else None."""
+    problem = FILE_PROBLEMS.get(error.errno)
+    return f"{error.filename}: {problem}" if problem and error.filename is not None else None
+
+
+def worker_error(error: BaseException) -> tuple[BaseException, Path | None] | None:
+    """The exception a DataLoader worker raised, rebuilt from the message of ``error`` (torch re-raises
+    it in the main process with the worker's traceback as its message), and the file its innermost
+    frame ran; None when ``error`` is not such an exception or its traceback cannot be read."""
+    text = str(error)
+    head = WORKER_ERROR.match(text)
+    frames = list(FRAME.finditer(text, head.end())) if head else []
+    if head is None or not frames:
+        return None
+    name = re.escape(head["name"])  # the exception line: its (module-qualified) type name, ": ", its message
+    line = re.search(rf"^(?:[\w.]+\.)?{name}(?:: |$)", text[frames[-1].end():], re.MULTILINE)
+    if line is None:
+        return None
+    message = text[frames[-1].end() + line.end():].rstrip("\n")
+    if isinstance(error, OSError) and (named := OS_ERROR.fullmatch(message)):
+        original: BaseException = OSError(int(named["errno"]), named["strerror"], named["filename"])
+    else:
+        original = type(error)(message)  # torch built one from a message alike
+    return original, Path(frames[-1]["file"])
+
+
+def reported_error(error: BaseException, origin: Path | None) -> UserError | None:
+    """``error`` as the UserError to report, when it is an input error (see the module's docstring)
+    whose innermost frame ran ``origin``; None for internal errors."""
+    if isinstance(error, UserError):
+        return error
+    if isinstance(error, OSError) and (problem := file_problem(error)):
+        return UserError(problem)
+    if isinstance(error, INPUT_ERRORS) and in_folders(origin, PACKAGE_DIR):
+        return UserError(str(error))
+    return None
+
+
+def user_error(error: BaseException | None) -> UserError | None:
+    """The input error that ``error`` is, or was raised from (``raise ... from``: jsonargparse wraps
+    errors of a class's ``__init__``), or that a DataLoader worker raised, as the UserError to
+    report (:func:`reported_error`); None for internal errors."""
     while error is not None:
-        if isinstance(error, UserError) or (
-            isinstance(error, (ValueError, FileNotFoundError)) and raised_by_rloss(error)
-        ):
-            return error
+        original, origin = worker_error(error) or (error, innermost_file(error))
+        if (reported := reported_error(original, origin)) is not None:
+            return reported
         error = error.__cause__
     return None
 
