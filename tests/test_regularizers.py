@@ -201,13 +201,13 @@ def test_bad_images_and_settings_are_named(cls) -> None:
 
 
 def test_registry_builds_by_name_and_weights() -> None:
-    assert set(REGISTRY) == {"densecrf", "gatedcrf", "ncut", "selflabel", "size"}
+    assert set(REGISTRY) == {"densecrf", "dice", "gatedcrf", "ncut", "selflabel", "size"}
     image = random_blocks_image(8, 8, 2)
     probs = soft_masks(1, 3, 8, 8, 5, torch.float32)
     crf = build_regularizer("densecrf", weight=3.0, sigma_xy=5.0)
     assert isinstance(crf, DenseCRFLoss)
     torch.testing.assert_close(crf(image, probs), 3.0 * crf.energy(image, probs))
-    with pytest.raises(ValueError, match="densecrf, gatedcrf, ncut, selflabel, size"):
+    with pytest.raises(ValueError, match="densecrf, dice, gatedcrf, ncut, selflabel, size"):
         build_regularizer("potts")
 
 
