@@ -21,12 +21,10 @@ from torch.utils.data import Dataset
 from rloss.data.base import SegmentationDataModule, Split
 from rloss.data.constants import IGNORE_INDEX
 from rloss.data.files import IMAGE_SUFFIXES, read_image, read_label
+from rloss.data.layout import LABEL_FOLDERS, FolderLayout, read_lines
 from rloss.data.transforms import apply_transform, train_transform
 from rloss.data.verify import Sample
 from rloss.utils.errors import DataError
-
-LABEL_FOLDERS: dict[str, str] = {"scribble": "scribbles", "mask": "masks"}
-"""Item key -> folder of its label PNGs."""
 
 
 class ScribbleFolderDataset(Dataset):
@@ -80,6 +78,7 @@ class ScribbleFolderDataModule(SegmentationDataModule):
         verify: bool = True,
     ) -> None:
         self.root = Path(root)
+        self.layout = FolderLayout(self.root)
         names = self.class_file_names()
         if names is None and num_classes is None:
             raise ValueError(f"--data.root {self.root}: no classes.txt; set --data.num_classes K")
@@ -96,27 +95,26 @@ class ScribbleFolderDataModule(SegmentationDataModule):
         return self.root / ".rloss-cache"
 
     def class_file_names(self) -> list[str] | None:
-        path = self.root / "classes.txt"
+        path = self.layout.classes_file
         if not path.is_file():
             return None
-        names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        names = read_lines(path)
         if not names:
             raise ValueError(f"{path}: lists no class name; expected one name a line")
         return names
 
     def split_ids(self, split: str) -> list[str]:
         """Ids of ``splits/<split>.txt`` (empty when the file does not exist)."""
-        path = self.root / "splits" / f"{split}.txt"
-        return [line.strip() for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+        return read_lines(self.layout.split_file(split))
 
     def image_path(self, sample_id: str) -> Path:
         """``images/<id>.<any image suffix>``; FileNotFoundError naming the id when there is none."""
         for suffix in IMAGE_SUFFIXES:
-            path = self.root / "images" / f"{sample_id}{suffix}"
+            path = self.layout.images / f"{sample_id}{suffix}"
             if path.is_file():
                 return path
         raise FileNotFoundError(
-            f"{self.root / 'images'}: no image for id {sample_id!r}; "
+            f"{self.layout.images}: no image for id {sample_id!r}; "
             f"expected {sample_id}.<{'|'.join(s[1:] for s in IMAGE_SUFFIXES)}>"
         )
 
@@ -131,7 +129,7 @@ class ScribbleFolderDataModule(SegmentationDataModule):
                 missing.append(str(error))
                 continue
             for key, folder in LABEL_FOLDERS.items():
-                path = self.root / folder / f"{sample_id}.png"
+                path = self.layout.label_file(key, sample_id)
                 if path.is_file():
                     sample[key] = path
                 elif key == required:

@@ -67,3 +67,36 @@ class VOCLayout:
             f"  {scribble_dir or self.scribble_masks}/<name>.png   (class id on scribbles, 255 elsewhere)\n"
             f"prepare it with: rloss data prepare --root {self.root}"
         )
+
+
+LABEL_FOLDERS: dict[str, str] = {"scribble": "scribbles", "mask": "masks"}
+"""Item key -> folder of its label PNGs in a :class:`FolderLayout`."""
+
+
+@dataclass(frozen=True)
+class FolderLayout:
+    """A users' own dataset below ``root``: what ``rloss annotate`` writes and
+    :class:`rloss.data.folder.ScribbleFolderDataModule` reads (layout in :mod:`rloss.data.folder`)."""
+
+    root: Path
+
+    @property
+    def images(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def classes_file(self) -> Path:
+        return self.root / "classes.txt"
+
+    def split_file(self, split: str) -> Path:
+        return self.root / "splits" / f"{split}.txt"
+
+    def label_file(self, key: str, sample_id: str) -> Path:
+        """The label PNG of ``sample_id``; ``key``: "scribble" or "mask"."""
+        return self.root / LABEL_FOLDERS[key] / f"{sample_id}.png"
+
+
+def read_lines(path: Path) -> list[str]:
+    """The non-blank lines of text file ``path``, stripped (a list file: split ids, class names);
+    empty when the file does not exist."""
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []

@@ -110,12 +110,18 @@ class AffinityNeighbourhood:
 
     relaxations: tuple[str, ...] = ("bilinear", "quadratic")
 
-    def __init__(self, affinity: Affinity, roi: Tensor, relaxation: str, dtype: torch.dtype = torch.float32) -> None:
-        if relaxation not in self.relaxations:
+    @classmethod
+    def check_relaxation(cls, relaxation: str, context: str = "a dense or window neighbourhood") -> None:
+        """ValueError, naming ``context`` (the neighbourhood setting), unless ``relaxation`` is one of
+        :attr:`relaxations`."""
+        if relaxation not in cls.relaxations:
             raise ValueError(
-                f"relaxation must be one of {', '.join(map(repr, self.relaxations))} with a dense or window "
-                f"neighbourhood (W.S products), got {relaxation!r}"
+                f"relaxation must be one of {', '.join(map(repr, cls.relaxations))} with {context} "
+                f"(W.S products), got {relaxation!r}"
             )
+
+    def __init__(self, affinity: Affinity, roi: Tensor, relaxation: str, dtype: torch.dtype = torch.float32) -> None:
+        self.check_relaxation(relaxation)
         self.affinity, self.roi, self.quadratic = affinity, roi, relaxation == "quadratic"
         m = roi[:, None].to(dtype)
         w, wt = affinity.filter_and_transpose(m)

@@ -90,11 +90,8 @@ class SelfLabelingLoss(Regularizer):
         if neighbourhood not in NEIGHBOURHOODS:
             allowed = ", ".join(map(repr, NEIGHBOURHOODS))
             raise ValueError(f"neighbourhood must be one of {allowed}, got {neighbourhood!r}")
-        if neighbourhood in ("dense", "window") and relaxation not in AffinityNeighbourhood.relaxations:
-            raise ValueError(
-                f"relaxation must be one of {', '.join(map(repr, AffinityNeighbourhood.relaxations))} with "
-                f"neighbourhood={neighbourhood!r} (W.S products), got {relaxation!r}"
-            )
+        if neighbourhood in ("dense", "window"):
+            AffinityNeighbourhood.check_relaxation(relaxation, f"neighbourhood={neighbourhood!r}")
         self.neighbourhood = neighbourhood
         self.steps = check_integer(steps, "steps", 0)
         self.step_size = check_positive(step_size, "step_size")

@@ -38,7 +38,7 @@ from rloss.data.archives import CorruptArchiveError, UnknownArchiveError, Unsafe
 from rloss.data.constants import IGNORE_INDEX, SCRIBBLE_DIR, VOC_CLASSES
 from rloss.data.download import Checksum, ChecksumError, DownloadError, download, file_digest, verify
 from rloss.data.files import write_label_png
-from rloss.data.layout import VOCLayout
+from rloss.data.layout import VOCLayout, read_lines
 from rloss.data.scribbles import ScribbleFormatError, convert_scribble_xml
 from rloss.utils.atomic import write_text_atomic
 from rloss.utils.errors import ArgumentParser, UserError, print_error
@@ -283,7 +283,7 @@ def _scribble_stats(layout: PrepareLayout, train_ids: Sequence[str]) -> tuple[in
 def _read_ids(path: Path) -> list[str]:
     if not path.is_file():
         raise PrepareError(f"split file {path} is missing (was its archive extracted completely?)")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return read_lines(path)
 
 
 def _write_lines(path: Path, lines: Sequence[str]) -> bool:

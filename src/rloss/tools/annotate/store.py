@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from rloss.data.files import IMAGE_SUFFIXES, read_image, read_label, write_label_png
+from rloss.data.layout import FolderLayout, read_lines
 from rloss.utils.atomic import atomic_path, write_text_atomic
 
 
@@ -77,6 +78,7 @@ class Store:
 
     def __init__(self, images: Path, output: Path, classes: list[str]) -> None:
         self.root, self.output, self.classes = images.resolve(), output, classes
+        self.layout = FolderLayout(output)
         self.images = list_images(images)
         self.lock = threading.Lock()
 
@@ -93,10 +95,10 @@ class Store:
         return read_image(self.path(image_id)).numpy()
 
     def scribble_path(self, image_id: str) -> Path:
-        return self.output / "scribbles" / f"{image_id}.png"
+        return self.layout.label_file("scribble", image_id)
 
     def mask_path(self, image_id: str) -> Path:
-        return self.output / "masks" / f"{image_id}.png"
+        return self.layout.label_file("mask", image_id)
 
     def done(self, image_id: str) -> bool:
         """True when scribbles of ``image_id`` were saved."""
@@ -112,9 +114,9 @@ class Store:
 
     def check_classes_file(self) -> None:
         """ValueError naming ``--output`` when its classes.txt lists other classes than ours."""
-        path = self.output / "classes.txt"
+        path = self.layout.classes_file
         if path.is_file():
-            names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+            names = read_lines(path)
             if names != self.classes:
                 raise ValueError(
                     f"--output {self.output}: classes.txt lists {len(names)} other classes ({', '.join(names[:5])}"
@@ -122,7 +124,7 @@ class Store:
                 )
 
     def write_classes(self) -> None:
-        path = self.output / "classes.txt"
+        path = self.layout.classes_file
         if not path.is_file():
             write_text_atomic(path, "".join(f"{name}\n" for name in self.classes))
 
@@ -132,7 +134,7 @@ class Store:
         source = self.path(image_id)
         with self.lock:
             self.write_classes()
-            target = self.output / "images" / f"{image_id}{source.suffix.lower()}"  # the suffixes the folder reads
+            target = self.layout.images / f"{image_id}{source.suffix.lower()}"  # the suffixes the folder reads
             for suffix in IMAGE_SUFFIXES:  # an older copy with another suffix would make the id ambiguous
                 other = target.with_name(f"{image_id}{suffix}")
                 if other != target and other.is_file():
@@ -145,7 +147,7 @@ class Store:
                     shutil.copystat(source, tmp)
             write_label_png(mask, self.mask_path(image_id), palette=True)
             write_label_png(scribbles, self.scribble_path(image_id), palette=False)
-            split = self.output / "splits" / "train.txt"
-            ids = [line.strip() for line in split.read_text().splitlines() if line.strip()] if split.is_file() else []
+            split = self.layout.split_file("train")
+            ids = read_lines(split)
             if image_id not in ids:
                 write_text_atomic(split, "".join(f"{i}\n" for i in [*ids, image_id]))
