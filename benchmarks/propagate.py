@@ -446,6 +446,53 @@ VARIANTS: dict[str, Method] = {
 """Methods compared on the tuning splits by ``--tune`` (the defaults, the variants tried, the reference)."""
 
 
+PRIOR_POWERS: tuple[float, ...] = (0.0, 0.01, 0.03, 0.1, 0.25)
+"""``rloss.tools.propagate.PRIOR_POWER`` values compared by :func:`prior_table`."""
+
+
+def prior_table(cases: list[Case], checkpoint: Path, seed: int, tune_limit: int) -> str:
+    """Markdown table for ACDC with a trained network (``checkpoint``, 4 classes) as the prior, through
+    ``rloss annotate``'s engine: mean Dice (%) of the network alone, ``rloss propagate`` without and
+    with the prior (PRIOR_POWERS), the random walker (beta chosen on the tuning split) and nearest
+    scribble, on the tuning slices (the network's training patients, whose scribbles it was trained
+    on) and on the held-out ones (never seen by the network, never tuned on)."""
+    import rloss.tools.propagate as module
+    from rloss.tools.annotate.engine import Engine, load_predictor
+
+    engine = Engine(load_predictor(checkpoint, ACDC_CLASSES))
+    splits = {split: groups(cases, split).get(("ACDC", "expert"), []) for split in ("tune", "test")}
+    if not all(splits.values()):
+        raise SystemExit("--acdc-checkpoint needs the ACDC slices: give --acdc-root")
+
+    def with_prior(power: float) -> Method:
+        def method(image: Tensor, scribbles: Tensor) -> Tensor:
+            saved, module.PRIOR_POWER = module.PRIOR_POWER, power
+            try:
+                mask = engine.dense_mask(f"{id(image)}", image.numpy(), scribbles.numpy().astype(np.uint8))
+            finally:
+                module.PRIOR_POWER = saved
+            return torch.from_numpy(mask.astype(np.int64))
+
+        return method
+
+    tune = splits["tune"]
+    beta = best_beta([tune[i] for i in np.sort(np.random.default_rng(seed).permutation(len(tune))[:tune_limit])])
+    methods: dict[str, Method] = {
+        "network alone": lambda i, s: with_prior(0.0)(i, torch.full_like(s, IGNORE_INDEX)),
+        "rloss propagate (no prior)": propagate,
+        **{f"rloss propagate + network prior, power {p:g}": with_prior(p) for p in PRIOR_POWERS},
+        f"random walker (beta {beta:g})": lambda i, s: random_walker(i, s, beta),
+        "nearest scribble": lambda i, s: voronoi_baseline(s),
+    }
+    lines = [f"| ACDC, network {checkpoint.name} | tuning slices ({len(tune)}) | held out ({len(splits['test'])}) |",
+             "|---|---|---|"]
+    for name, method in methods.items():
+        means = [float(np.mean(run(method, splits[split])[0])) for split in ("tune", "test")]
+        lines.append(f"| {name} | {means[0]:.1f} | {means[1]:.1f} |")
+        print(lines[-1], flush=True)
+    return "\n".join(lines)
+
+
 def _save_case(case: Case, folder: Path, stem: str) -> tuple[Path, Path]:
     """Write ``case`` as a user would hand it to the CLI: an 8-bit PNG image and a scribble PNG."""
     image = case.image
@@ -500,6 +547,8 @@ def main() -> None:
     parser.add_argument("--cli-timing", action="store_true", help="time the rloss propagate command")
     parser.add_argument("--cli-images", type=int, default=20, help="images of the folder-mode timing")
     parser.add_argument("--tune", action="store_true", help="also print VARIANTS on the tuning splits")
+    parser.add_argument("--acdc-checkpoint", type=Path, default=None,
+                        help="ACDC network (rloss fit) whose prediction is the prior: print prior_table")
     args = parser.parse_args()
     torch.set_num_threads(1)
     cases = (load_acdc(args.acdc_root, args.limit, args.seed)
@@ -510,6 +559,8 @@ def main() -> None:
     propagate(cases[0].image, cases[0].scribbles)  # JIT warm-up
     if args.tune:
         print(tuning_table(cases, VARIANTS), end="\n\n")
+    if args.acdc_checkpoint:
+        print(prior_table(cases, args.acdc_checkpoint, args.seed, args.tune_limit), end="\n\n")
     print(benchmark(cases, args.tune_limit, args.seed))
     if args.cli_timing:
         print()

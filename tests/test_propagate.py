@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import Tensor
 
 import rloss.tools.propagate
 from rloss.commands import main
@@ -54,6 +55,58 @@ def test_label_propagation_follows_colour_regions_and_keeps_the_scribbles() -> N
     assert float(probs[0, 0, 10, 2]) == 1.0 and float(probs[0, 1, 10, 37]) == 1.0
     uniform = propagate_labels(image, labels, 2, iterations=0, width=40)
     assert float(uniform[0, 0, 0, 0]) == 0.5
+
+
+def _two_scribbles(height: int = 40, width: int = 60) -> tuple[Tensor, Tensor]:
+    """A flat grey image (1, H, W) (no colour edge to follow) and scribbles (H, W): class 0 down the
+    left edge, class 1 down the right edge."""
+    scribbles = torch.full((height, width), 255)
+    scribbles[:, 1], scribbles[:, width - 2] = 0, 1
+    return torch.full((1, height, width), 0.5), scribbles
+
+
+def test_a_uniform_prior_changes_nothing() -> None:
+    """With a prior equal at every pixel, each propagation step's weight cancels in the
+    normalization and the start is the same uniform P: the same probabilities as without one."""
+    from rloss.tools.propagate import propagate_probs
+
+    image, scribbles = _two_scribbles()
+    classes, plain = propagate_probs(image, scribbles)
+    prior_classes, with_prior = propagate_probs(image, scribbles, prior=torch.full((2, 40, 60), 3.0))
+    assert classes.tolist() == prior_classes.tolist() == [0, 1]
+    assert torch.allclose(plain, with_prior, atol=1e-6)
+
+
+def test_a_prior_decides_far_from_the_scribbles_and_the_scribbles_decide_near_them() -> None:
+    """A network's prior confident in a class nobody scribbled (2) in a block between the strokes,
+    wider than the propagation's kernel: the block takes that class, the strokes and their neighbours
+    keep theirs; without scribbles the prior's argmax is the mask."""
+    image, scribbles = _two_scribbles()
+    prior = torch.full((3, 40, 60), 0.01)
+    prior[:2] = 0.5
+    prior[:, 5:35, 18:42] = torch.tensor([1e-4, 1e-4, 1.0 - 2e-4])[:, None, None]
+    mask = propagate(image, scribbles, prior=prior)
+    without = propagate(image, scribbles)
+    assert (mask[8:32, 21:39] == 2).all() and not (without == 2).any()
+    assert (mask[:, :4] == 0).all() and (mask[:, -4:] == 1).all()
+    assert torch.equal(propagate(image, torch.full((40, 60), 255), prior=prior), prior.argmax(0))
+
+
+@pytest.mark.parametrize(
+    ("prior", "message"),
+    [
+        (torch.ones(2, 40, 61), r"prior must have shape \(K, 40, 60\)"),
+        (torch.ones(2, 2, 40, 60), r"prior must have shape"),
+        (-torch.ones(2, 40, 60), "finite probabilities >= 0"),
+        (torch.zeros(2, 40, 60), "positive sum"),
+        (torch.full((2, 40, 60), float("nan")), "finite probabilities"),
+        (torch.ones(1, 40, 60), "scribbles hold class 1 but the prior has 1 classes"),
+    ],
+)
+def test_a_bad_prior_raises_naming_it(prior: Tensor, message: str) -> None:
+    image, scribbles = _two_scribbles()
+    with pytest.raises(ValueError, match=message):
+        propagate(image, scribbles, prior=prior)
 
 
 def _heart(size: int = 128) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -221,6 +221,8 @@ class ACDCDataModule(SegmentationDataModule):
         self.test = fold_patients(fold)
         self.val = validation_patients(fold, check_integer(val_patients, "val_patients", 0))
         self.size = check_integer(size, "size", 16)
+        # stored in the checkpoints: a network trained here predicts slices resized to size x size
+        self.save_hyperparameters({"prediction_size": self.size})
         if predict_dir is None:
             self.files(SLICES_DIR)
 

@@ -88,6 +88,11 @@ class ScribbleSegmentation(pl.LightningModule):
             on the command line ``--model.postprocess rloss.crf.DenseCRF``. None: the raw argmax.
     """
 
+    prediction_size: int | None = None
+    """Side (px) single images are resized to, squared, before prediction outside the data modules
+    (``rloss annotate``): set from the checkpoint by
+    :func:`rloss.tools.annotate.engine.load_predictor`; None: as they come."""
+
     def __init__(
         self,
         num_classes: int = 21,

@@ -105,11 +105,12 @@ def propagate(
     lr: float = DEFAULT_LR,
     width: int = DEFAULT_WIDTH,
     iterations: int = DEFAULT_ITERATIONS,
+    prior: Tensor | None = None,
 ) -> Tensor:
     """Dense mask int64 (H,W) from scribbles (H,W) (class ids, 255 unlabeled) on an image (C,H,W),
     (H,W,C) or (H,W) of intensities in any units (rescaled to the image's own range,
     :func:`normalize_intensities`): the argmax of :func:`propagate_probs`."""
-    classes, probs = propagate_probs(image, scribbles, regularizers, steps, lr, width, iterations)
+    classes, probs = propagate_probs(image, scribbles, regularizers, steps, lr, width, iterations, prior)
     return classes[probs[0].argmax(0)]
 
 
@@ -130,6 +131,7 @@ def propagate_probs(
     lr: float = DEFAULT_LR,
     width: int = DEFAULT_WIDTH,
     iterations: int = DEFAULT_ITERATIONS,
+    prior: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """(classes (K,) int64, probs (1, K, H, W)): the scribbled class ids and their probabilities.
 
@@ -140,7 +142,10 @@ def propagate_probs(
     then, with ``steps`` > 0, per-pixel logits starting from those probabilities are optimized with
     Adam (``lr``) under pCE + sum(regularizers) (default DenseCRF), each bound to the working image
     once; the probabilities are upsampled (bilinear) to full size. A single scribbled class gives
-    probability 1 everywhere.
+    probability 1 everywhere. With a ``prior`` (K, H, W) or (1, K, H, W) of class probabilities (a
+    trained network's; normalized over K here): the classes are 0..K-1, the propagation starts from
+    the prior and keeps weighting by it (:func:`propagate_labels`), and without scribbles the prior is
+    the answer.
     """
     check_settings(steps, lr, width, iterations)
     image = _as_chw(image)
@@ -151,16 +156,23 @@ def propagate_probs(
             "expected the same"
         )
     labeled = labeled_mask(scribbles)
-    classes = torch.unique(scribbles[labeled])
-    if classes.numel() == 0:
-        raise ValueError("scribbles hold no labeled pixel; expected at least one class id != 255")
-    if classes.numel() == 1:
-        return classes, torch.ones(1, 1, *scribbles.shape)
+    if prior is not None:
+        prior = check_prior(prior, tuple(scribbles.shape), scribbles[labeled])
+        classes = torch.arange(prior.shape[1])
+        if not labeled.any():
+            return classes, prior
+    else:
+        classes = torch.unique(scribbles[labeled])
+        if classes.numel() == 0:
+            raise ValueError("scribbles hold no labeled pixel; expected at least one class id != 255")
+        if classes.numel() == 1:
+            return classes, torch.ones(1, 1, *scribbles.shape)
     size = working_size(tuple(scribbles.shape), width)
     onehot = (scribbles[None] == classes[:, None, None]).float()
     labels = downsample_scribbles(onehot, size)[None]
     small = normalize_intensities(F.interpolate(image[None], size=size, mode="area"))
-    initial = propagate_labels(small, labels, classes.numel(), iterations, width)
+    small_prior = None if prior is None else F.interpolate(prior, size=size, mode="area")
+    initial = propagate_labels(small, labels, classes.numel(), iterations, width, prior=small_prior)
     logits = initial.clamp_min(PROBABILITY_FLOOR).log().requires_grad_()
     if regularizers is None:
         regularizers = [default_regularizer("densecrf", width)]
@@ -179,8 +191,30 @@ def propagate_probs(
     return classes, probs
 
 
+def check_prior(prior: Tensor, size: tuple[int, int], scribbled: Tensor) -> Tensor:
+    """The prior (K, H, W) or (1, K, H, W) as float (1, K, H, W) normalized over K; ValueError naming
+    ``prior`` unless its size is ``size``, its values are finite and >= 0 with a positive sum at every
+    pixel, and every scribbled class id (``scribbled``, 1-D) is below K."""
+    prior = torch.as_tensor(prior).float()
+    prior = prior[None] if prior.dim() == 3 else prior
+    if prior.dim() != 4 or prior.shape[0] != 1 or tuple(prior.shape[-2:]) != tuple(size) or prior.shape[1] == 0:
+        raise ValueError(f"prior must have shape (K, {size[0]}, {size[1]}), got {tuple(prior.shape)}")
+    total = prior.sum(1, keepdim=True)
+    if not (torch.isfinite(prior).all() and (prior >= 0).all() and (total > 0).all()):
+        raise ValueError("prior must hold finite probabilities >= 0 with a positive sum at every pixel")
+    if scribbled.numel() and int(scribbled.max()) >= prior.shape[1]:
+        raise ValueError(f"scribbles hold class {int(scribbled.max())} but the prior has {prior.shape[1]} classes")
+    return prior / total
+
+
 PROBABILITY_FLOOR: float = 1e-4
-"""Propagated probabilities are floored here before their log starts the logits."""
+"""Propagated probabilities are floored here before their log starts the logits (a prior's, before
+its power)."""
+
+PRIOR_POWER: float = 0.03
+"""Exponent of a prior's probabilities in each propagation step (:func:`propagate_labels`): 0 lets the
+prior only start the iterations, 1 lets a confident prior overrule the scribbles' neighbours. Chosen on
+ACDC's tuning slices with a network trained on their scribbles (benchmarks/propagate.py ``--acdc-checkpoint``)."""
 
 
 def normalize_intensities(images: Tensor) -> Tensor:
@@ -214,7 +248,13 @@ def propagation_sigma_xy(labels: Tensor, width: int) -> float:
 
 
 def propagate_labels(
-    images: Tensor, labels: Tensor, num_classes: int, iterations: int, width: int, sigma_xy: float | None = None
+    images: Tensor,
+    labels: Tensor,
+    num_classes: int,
+    iterations: int,
+    width: int,
+    sigma_xy: float | None = None,
+    prior: Tensor | None = None,
 ) -> Tensor:
     """Label propagation through the dense bilateral affinity W of ``images`` (1, C, h, w) (sigma_rgb
     PROPAGATION_SIGMA_RGB in the images' units, 0..255 after :func:`normalize_intensities`; sigma_xy
@@ -225,17 +265,24 @@ def propagate_labels(
     with the scribbles fixed, which keeps a class connected along colour-coherent paths (like the
     random walker, on a dense graph); the spatial bandwidth follows the scribbles' spacing so that
     nested or close scribbles (a cardiac slice) keep their classes local, while far-apart strokes (a
-    photo) still reach along similar colours. Returns P (1, num_classes, h, w)."""
+    photo) still reach along similar colours. With a ``prior`` (1, num_classes, h, w) of class
+    probabilities (a trained network's), P starts from it and each step is P <- normalize(W P x
+    prior ** PRIOR_POWER): far from the scribbles the prior decides, near them the scribbles do.
+    Returns P (1, num_classes, h, w)."""
     scribbled = labels[:, None] != IGNORE_INDEX
     fixed = F.one_hot(torch.where(scribbled[:, 0], labels, 0).long(), num_classes).permute(0, 3, 1, 2).float()
-    probs = torch.where(scribbled, fixed, torch.full_like(fixed, 1.0 / num_classes))
+    start = torch.full_like(fixed, 1.0 / num_classes) if prior is None else prior
+    probs = torch.where(scribbled, fixed, start)
     if iterations == 0:
         return probs
     if sigma_xy is None:
         sigma_xy = propagation_sigma_xy(labels[0], width)
     affinity = bilateral_affinity(images, PROPAGATION_SIGMA_RGB, sigma_xy)
+    weight = None if prior is None else prior.clamp_min(PROBABILITY_FLOOR) ** PRIOR_POWER
     for _ in range(iterations):
         probs = affinity.filter(probs)
+        if weight is not None:
+            probs = probs * weight
         probs = torch.where(scribbled, fixed, probs / probs.sum(1, keepdim=True).clamp_min(1e-12))
     return probs
 

@@ -1,5 +1,5 @@
 """The dense mask shown under the strokes: label propagation from the scribbles
-(:func:`rloss.tools.propagate.propagate`), optionally starting from a trained network's prediction."""
+(:func:`rloss.tools.propagate.propagate`), optionally with a trained network's prediction as its prior."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
+from torch import Tensor
 
 from rloss.tools.propagate import DEFAULT_WIDTH, propagate
 
@@ -18,14 +18,12 @@ if TYPE_CHECKING:
     from rloss.models import ScribbleSegmentation
 
 UNLABELED = 255
-BAND_FRACTION = 0.05
-"""With a checkpoint: predicted pixels within this fraction of the image's long side (at least 8 px)
-of a stroke are re-decided by the propagation."""
 
 
 def load_predictor(path: Path, num_classes: int) -> ScribbleSegmentation:
-    """The ScribbleSegmentation of checkpoint ``path`` on the CPU in eval mode; ValueError naming
-    ``--checkpoint`` when it predicts another number of classes than ``num_classes``."""
+    """The ScribbleSegmentation of checkpoint ``path`` on the CPU in eval mode, with the
+    ``prediction_size`` its data module recorded (ACDC: the slice side it was trained at); ValueError
+    naming ``--checkpoint`` when it predicts another number of classes than ``num_classes``."""
     from rloss.models import ScribbleSegmentation
     from rloss.training.checkpoints import load_checkpoint
     from rloss.utils.errors import CheckpointError
@@ -44,6 +42,7 @@ def load_predictor(path: Path, num_classes: int) -> ScribbleSegmentation:
         raise ValueError(
             f"--checkpoint {path}: predicts {model.hparams['num_classes']} classes; expected {num_classes} (--classes)"
         )
+    model.prediction_size = checkpoint.get("datamodule_hyper_parameters", {}).get("prediction_size")
     return model.eval()
 
 
@@ -56,25 +55,20 @@ class Engine:
     def __init__(self, predictor: ScribbleSegmentation | None = None, width: int | None = None) -> None:
         self.predictor, self.width = predictor, width
         self.lock = threading.Lock()
-        self.predictions: dict[str, np.ndarray] = {}
+        self.predictions: dict[str, Tensor] = {}
 
     def warm_up(self) -> None:
         """Run one small propagation so that the first real one does not pay for compilation."""
         image = np.random.default_rng(0).uniform(0, 255, (3, 48, 64)).astype(np.float32)
         scribbles = np.full((48, 64), UNLABELED, np.int64)
         scribbles[10, 5:20], scribbles[40, 30:60] = 0, 1
-        self.propagate(image, scribbles)
+        self.dense_mask("", image, scribbles)
 
-    def propagate(self, image: np.ndarray, scribbles: np.ndarray) -> np.ndarray:
-        """uint8 (H,W) class ids from float (C,H,W) ``image`` and (H,W) scribbles (255 unlabeled)."""
-        width = DEFAULT_WIDTH if self.width is None else self.width
-        with self.lock, torch.no_grad():
-            mask = propagate(torch.from_numpy(image), torch.from_numpy(scribbles.astype(np.int64)), width=width)
-        return mask.numpy().astype(np.uint8)
-
-    def predict(self, image_id: str, image: np.ndarray) -> np.ndarray | None:
-        """uint8 (H,W) argmax of the checkpoint on ``image`` (cached by id), or None without one.
-        ValueError when the network takes another channel count than the image has (and not 1)."""
+    def predict(self, image_id: str, image: np.ndarray) -> Tensor | None:
+        """Float (K,H,W) class probabilities of the checkpoint on ``image`` (resized to its
+        ``prediction_size`` squared when it has one, and back; cached by id; after its ``postprocess``
+        DenseCRF when one is set), or None without one. ValueError when the network
+        takes another channel count than the image has (and not 1)."""
         if self.predictor is None:
             return None
         if image_id not in self.predictions:
@@ -84,31 +78,29 @@ class Engine:
                 if tensor.shape[0] != 1:
                     raise ValueError(f"the image has {tensor.shape[0]} channels; the checkpoint takes {channels}")
                 tensor = tensor.expand(channels, -1, -1)
+            size = self.predictor.prediction_size
+            inputs = tensor[None].contiguous()
+            if size is not None:  # as the network was trained (the ACDC protocol: nearest, to a square)
+                inputs = F.interpolate(inputs, size=(size, size), mode="nearest-exact")
             with self.lock, torch.no_grad():
-                logits = self.predictor(tensor[None].contiguous())
+                logits = self.predictor(inputs).float()
                 if logits.shape[-2:] != tensor.shape[-2:]:
                     logits = F.interpolate(logits, size=tensor.shape[-2:], mode="bilinear", align_corners=False)
-                self.predictions[image_id] = self.predictor.segment(tensor[None], logits)[0].numpy().astype(np.uint8)
+                probs = logits.softmax(1)
+                if self.predictor.crf is not None:
+                    probs = self.predictor.crf(tensor[None].float(), probs)
+                self.predictions[image_id] = probs[0]
         return self.predictions[image_id]
 
     def dense_mask(self, image_id: str, image: np.ndarray, scribbles: np.ndarray) -> np.ndarray | None:
         """uint8 (H,W) mask of uint8 (H,W) ``scribbles``; None when nothing is scribbled and there is
-        no checkpoint. Without a checkpoint: :func:`propagate` from the scribbles. With one: its
-        prediction where no stroke is near; the propagation decides the pixels within the band
-        (BAND_FRACTION) around the strokes and every predicted connected region that a stroke of
-        another class touches, seeded by the strokes and the rest of the prediction."""
-        labeled = scribbles != UNLABELED
-        prediction = self.predict(image_id, image)
-        if prediction is None:
-            return self.propagate(image, scribbles) if labeled.any() else None
-        if not labeled.any():
-            return prediction
-        band = max(8.0, BAND_FRACTION * max(scribbles.shape))
-        undecided = ndimage.distance_transform_edt(~labeled) <= band
-        for label in np.unique(prediction):
-            regions, _ = ndimage.label(prediction == label)
-            touched = np.unique(regions[labeled & (scribbles != label) & (regions > 0)])
-            undecided |= np.isin(regions, touched[touched > 0])
-        seeds = np.where(undecided, UNLABELED, prediction).astype(np.uint8)
-        seeds[labeled] = scribbles[labeled]
-        return self.propagate(image, seeds)
+        no checkpoint. :func:`propagate` from the scribbles, with the checkpoint's probabilities as its
+        prior when there is one (without strokes: the prediction)."""
+        prior = self.predict(image_id, image)
+        if prior is None and not (scribbles != UNLABELED).any():
+            return None
+        width = DEFAULT_WIDTH if self.width is None else self.width
+        with self.lock, torch.no_grad():
+            mask = propagate(torch.from_numpy(image), torch.from_numpy(scribbles.astype(np.int64)), width=width,
+                             prior=prior)
+        return mask.numpy().astype(np.uint8)
