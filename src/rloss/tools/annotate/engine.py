@@ -58,11 +58,13 @@ class Engine:
         self.predictions: dict[str, Tensor] = {}
 
     def warm_up(self) -> None:
-        """Run one small propagation so that the first real one does not pay for compilation."""
-        image = np.random.default_rng(0).uniform(0, 255, (3, 48, 64)).astype(np.float32)
-        scribbles = np.full((48, 64), UNLABELED, np.int64)
+        """Run one small propagation with a prior (not the checkpoint's: any channel count is fine) so
+        that the first real one does not pay for compilation."""
+        image = torch.from_numpy(np.random.default_rng(0).uniform(0, 255, (3, 48, 64)).astype(np.float32))
+        scribbles = torch.full((48, 64), UNLABELED, dtype=torch.int64)
         scribbles[10, 5:20], scribbles[40, 30:60] = 0, 1
-        self.dense_mask("", image, scribbles)
+        with self.lock, torch.no_grad():
+            propagate(image, scribbles, prior=torch.ones(2, 48, 64))
 
     def predict(self, image_id: str, image: np.ndarray) -> Tensor | None:
         """Float (K,H,W) class probabilities of the checkpoint on ``image`` (resized to its
