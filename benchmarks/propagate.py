@@ -5,6 +5,7 @@ Dice (%) of the foreground classes for ACDC, and seconds per image on one CPU th
 
     python benchmarks/propagate.py [--acdc-root DIR] [--camvid-root DIR] [--voc-data DIR ...]
         [--limit 200] [--camvid-limit 100] [--tune-limit 60] [--seed 0] [--cli-timing] [--tune]
+        [--acdc-checkpoint CKPT]
 
 Data (none of it is in the repository; a dataset whose root is not given or missing is skipped):
 
@@ -38,6 +39,8 @@ of BETAS on up to ``--tune-limit`` tuning cases of each dataset and scribble kin
 times ``rloss propagate`` as a user runs it (a new process per call, imports and JIT included) on
 one image and on a folder of ``--cli-images`` images. ``--tune`` also prints the default method
 and the variants of ``VARIANTS`` on the tuning splits (the numbers the defaults were chosen on).
+``--acdc-checkpoint`` also prints :func:`prior_table`: ACDC with that network's prediction as the
+propagation's prior (``rloss annotate --checkpoint``), where ``PRIOR_POWER`` was chosen.
 
 What the defaults came from (``--tune`` prints the variants on the tuning splits): the previous
 defaults used a fixed spatial bandwidth (0.1 x working width) and the raw intensity units. On ACDC's
