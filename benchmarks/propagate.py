@@ -460,9 +460,10 @@ def prior_table(cases: list[Case], checkpoint: Path, seed: int, tune_limit: int)
     scribble, on the tuning slices (the network's training patients, whose scribbles it was trained
     on) and on the held-out ones (never seen by the network, never tuned on)."""
     import rloss.tools.propagate as module
-    from rloss.tools.annotate.engine import Engine, load_predictor
+    from rloss.tools.annotate.engine import Engine
+    from rloss.tools.prior import load_predictor
 
-    engine = Engine(load_predictor(checkpoint, ACDC_CLASSES))
+    engine = Engine(load_predictor(checkpoint, ACDC_CLASSES, "--acdc-checkpoint"))
     splits = {split: groups(cases, split).get(("ACDC", "expert"), []) for split in ("tune", "test")}
     if not all(splits.values()):
         raise SystemExit("--acdc-checkpoint needs the ACDC slices: give --acdc-root")

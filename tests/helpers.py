@@ -105,3 +105,17 @@ def cli_error(capsys: pytest.CaptureFixture, args: list[str]) -> str:
     lines = [line for line in err.splitlines() if line.startswith("rloss: error: ")]
     assert len(lines) == 1, err
     return err
+
+
+def save_tiny_checkpoint(path: Path, num_classes: int, in_channels: int) -> torch.nn.Module:
+    """Write a checkpoint of an untrained ``tiny`` ScribbleSegmentation as ``rloss fit`` would (weights,
+    hyperparameters, Lightning version) to ``path``; return the model in eval mode."""
+    import pytorch_lightning as pl
+
+    from rloss.models import ScribbleSegmentation
+
+    model = ScribbleSegmentation(num_classes=num_classes, backbone="tiny", weights_backbone=None,
+                                 in_channels=in_channels)
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
+                "pytorch-lightning_version": pl.__version__}, path)
+    return model.eval()

@@ -18,7 +18,7 @@ from rloss.data.acdc import ACDCDataModule, augment, fold_patients, patient_of, 
 from rloss.data.constants import IGNORE_INDEX, PAD_INDEX
 from rloss.metrics import dice_hd95, volume_scores
 from rloss.models import build_backbone
-from rloss.tools.annotate.engine import load_predictor
+from rloss.tools.prior import load_predictor
 
 FIXTURE = Path(__file__).parent / "data" / "acdc"
 
@@ -137,7 +137,7 @@ def test_fit_and_test_through_the_cli(acdc_root: Path, tmp_path: Path, capsys: p
     assert main(["fit", *common, "--trainer.max_steps", "2", "--trainer.val_check_interval", "1",
                  "--model.regularizers+=configs/regularizer/acdc_gatedcrf.yaml"]) is None
     assert main(["test", *common, "--ckpt_path", str(ckpt / "last.ckpt")]) is None
-    assert load_predictor(ckpt / "last.ckpt", 4).prediction_size == 32  # rloss annotate predicts as trained
+    assert load_predictor(ckpt / "last.ckpt", 4, "--classes").prediction_size == 32  # predicted as trained
     metrics = next(tmp_path.glob("csv/*/metrics.csv")).read_text() if list(tmp_path.glob("csv/*/metrics.csv")) else ""
     out = capsys.readouterr().out
     assert "test/dice" in out + metrics and "test/hd95/RV" in out + metrics

@@ -18,12 +18,14 @@ import torch
 from PIL import Image
 from starlette.testclient import TestClient
 
+from helpers import save_tiny_checkpoint
 from rloss.commands import main as rloss_main
 from rloss.data.constants import voc_palette
-from rloss.tools.annotate.engine import Engine, load_predictor
+from rloss.tools.annotate.engine import Engine
 from rloss.tools.annotate.server import create_app
 from rloss.tools.annotate.store import Store
 from rloss.tools.annotate.strokes import encode_base
+from rloss.tools.prior import load_predictor
 from rloss.tools.propagate import propagate
 
 DATA = Path(__file__).parent / "data"
@@ -246,23 +248,17 @@ def test_corrupt_image_is_a_clear_error(folders: tuple[Path, Path], engine: Engi
 
 
 def test_checkpoint_prediction_is_the_starting_mask(tmp_path: Path, folders: tuple[Path, Path]) -> None:
-    import pytorch_lightning as pl
-
-    from rloss.models import ScribbleSegmentation
-
-    model = ScribbleSegmentation(num_classes=4, backbone="tiny", weights_backbone=None, in_channels=1)
     path = tmp_path / "model.ckpt"
-    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
-                "pytorch-lightning_version": pl.__version__}, path)
+    model = save_tiny_checkpoint(path, num_classes=4, in_channels=1)
     with pytest.raises(ValueError, match="predicts 4 classes; expected 21"):
-        load_predictor(path, 21)
-    engine = Engine(load_predictor(path, 4))
+        load_predictor(path, 21, "--classes")
+    engine = Engine(load_predictor(path, 4, "--classes"))
     engine.warm_up()  # a 1-channel network: the warm-up does not feed it its 3-channel noise
     images, output = folders
     client = client_for(images, output, engine, classes=["background", "RV", "Myo", "LV"])
     image = torch.from_numpy(np.asarray(Image.open(images / "mri16.png"), np.float32))[None, None]
     with torch.no_grad():
-        expected = model.eval()(image).argmax(1)[0].numpy()
+        expected = model(image).argmax(1)[0].numpy()
     first = engine.dense_mask("mri16", image[0].numpy(), np.full((40, 60), 255, np.uint8))
     assert np.array_equal(first, expected)  # no stroke: the prediction
     assert client.post("/api/images/mri16/mask", json={"strokes": []}).json()["mask"] is not None

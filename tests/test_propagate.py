@@ -12,11 +12,13 @@ from PIL import Image
 from torch import Tensor
 
 import rloss.tools.propagate
+from helpers import cli_error, save_tiny_checkpoint
 from rloss.commands import main
 from rloss.data.constants import voc_palette
-from rloss.data.files import read_label
+from rloss.data.files import read_image, read_label
 from rloss.metrics import mean_iou
 from rloss.regularizers import build_regularizer
+from rloss.tools.prior import network_probs
 from rloss.tools.propagate import load_pair, propagate, voronoi_baseline
 
 DATA = Path(__file__).parent / "data"
@@ -351,3 +353,33 @@ def test_cli_prints_a_bad_argument_as_one_error_line(tmp_path: Path, capsys: pyt
                    str(DATA / "2011_003223_scribble.png"), "--output", str(tmp_path / "m.png"), "--width", "0"])
     assert status == 2
     assert "rloss: error: --width must be an integer >= 1" in capsys.readouterr().err
+
+
+def test_cli_checkpoint_is_the_prior_and_bad_ones_are_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--checkpoint``: the mask is propagate(..., prior=the network's softmax) of the grayscale
+    slice; a checkpoint of another class count, or an RGB image for a 1-channel network, is one
+    error line naming it, and nothing is written."""
+    image, _, scribbles = _heart(48)
+    Image.fromarray((image * 255).astype(np.uint8)).save(tmp_path / "slice.png")
+    Image.fromarray(scribbles.astype(np.uint8)).save(tmp_path / "slice_scribble.png")
+    checkpoint = tmp_path / "net.ckpt"
+    model = save_tiny_checkpoint(checkpoint, num_classes=4, in_channels=1)
+    args = ["propagate", "--image", str(tmp_path / "slice.png"), "--scribbles", str(tmp_path / "slice_scribble.png"),
+            "--num-classes", "4", "--checkpoint", str(checkpoint)]
+    assert main([*args, "--output", str(tmp_path / "mask.png")]) == 0
+    pixels = read_image(tmp_path / "slice.png")
+    prior = model(pixels[None]).softmax(1)[0].detach()
+    expected = propagate(pixels, torch.from_numpy(scribbles), prior=prior)
+    assert torch.allclose(network_probs(model, pixels), prior, atol=1e-6)
+    assert np.array_equal(read_label(tmp_path / "mask.png", 4, expected.shape).numpy(), expected.numpy())
+    wrong_count = cli_error(capsys, [*args[:5], "--num-classes", "21", "--checkpoint", str(checkpoint),
+                                     "--output", str(tmp_path / "a.png")])
+    assert "predicts 4 classes; expected 21 (--num-classes)" in wrong_count
+    save_tiny_checkpoint(tmp_path / "gray21.ckpt", num_classes=21, in_channels=1)
+    rgb = cli_error(capsys, ["propagate", "--image", str(DATA / "2011_003223.jpg"), "--scribbles",
+                             str(DATA / "2011_003223_scribble.png"), "--num-classes", "21", "--checkpoint",
+                             str(tmp_path / "gray21.ckpt"), "--output", str(tmp_path / "b.png")])
+    assert "2011_003223.jpg: the image has 3 channels; the checkpoint takes 1" in rgb
+    assert not (tmp_path / "a.png").exists() and not (tmp_path / "b.png").exists()

@@ -90,8 +90,8 @@ class ScribbleSegmentation(pl.LightningModule):
 
     prediction_size: int | None = None
     """Side (px) single images are resized to, squared, before prediction outside the data modules
-    (``rloss annotate``): set from the checkpoint by
-    :func:`rloss.tools.annotate.engine.load_predictor`; None: as they come."""
+    (``rloss annotate``, ``rloss propagate --checkpoint``): set from the checkpoint by
+    :func:`rloss.tools.prior.load_predictor`; None: as they come."""
 
     def __init__(
         self,

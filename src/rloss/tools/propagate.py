@@ -1,7 +1,8 @@
 """Scribbles -> dense mask for one image: label propagation through the dense affinity, optionally
 refined by optimizing per-pixel logits under pCE + regularizers (``--steps``, ``--regularizer``).
 
-``rloss propagate --image IMG --scribbles PNG --output MASK.png [--regularizer densecrf|ncut|...]``
+``rloss propagate --image IMG --scribbles PNG --output MASK.png [--regularizer densecrf|ncut|...]
+[--checkpoint CKPT]`` (a trained network's prediction as the prior)
 or, with folders, ``--image DIR --scribbles DIR --output DIR`` (files matched by stem; images
 without a scribble file are reported and skipped). Defaults and what they were chosen against:
 benchmarks/propagate.py.
@@ -34,6 +35,7 @@ from rloss.regularizers.affinity import (
     PROPAGATION_SIGMA_XY_SPACING,
 )
 from rloss.regularizers.base import scaled_size
+from rloss.tools.prior import check_channels, load_predictor, network_probs
 from rloss.utils.checks import check_integer, check_labels
 from rloss.utils.errors import ArgumentParser
 
@@ -359,6 +361,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument("--lr", type=float, default=DEFAULT_LR, help="Adam learning rate")
     parser.add_argument("--width", type=int, default=DEFAULT_WIDTH, help="working long side in px")
+    parser.add_argument(
+        "--checkpoint", type=Path, default=None,
+        help="network of rloss fit (--num-classes classes) whose prediction is the propagation's prior",
+    )
     return parser.parse_args(list(argv))
 
 
@@ -373,13 +379,20 @@ def main(argv: Sequence[str]) -> int:
             raise FileNotFoundError(f"{option} {path}: no such file or folder")
     check_output(args.output, folder=args.image.is_dir())
     regularizers = [default_regularizer(name, args.width) for name in args.regularizer or ["densecrf"]]
+    predictor = load_predictor(args.checkpoint, args.num_classes, "--num-classes") if args.checkpoint else None
     pairs = _pairs(args.image, args.scribbles, args.output)
     for image_path, scribble_path, _ in pairs:  # every input is valid before anything is written
-        load_pair(image_path, scribble_path, args.num_classes)
+        image, _ = load_pair(image_path, scribble_path, args.num_classes)
+        if predictor is not None:
+            try:
+                check_channels(predictor, image.shape[0])
+            except ValueError as error:
+                raise ValueError(f"{image_path}: {error}") from error
     for image_path, scribble_path, output_path in tqdm(pairs, desc="propagate", disable=len(pairs) == 1):
         image, scribbles = load_pair(image_path, scribble_path, args.num_classes)
         start = time.perf_counter()
-        mask = propagate(image, scribbles, regularizers, args.steps, args.lr, args.width, args.iterations)
+        prior = network_probs(predictor, image) if predictor is not None else None
+        mask = propagate(image, scribbles, regularizers, args.steps, args.lr, args.width, args.iterations, prior)
         write_label_png(mask, output_path)
         tqdm.write(f"{output_path} ({time.perf_counter() - start:.1f} s)")
     return 0

@@ -104,9 +104,10 @@ def main(argv: Sequence[str]) -> int:
     if not store.images:
         raise ValueError(f"--images {args.images}: holds no image file (.png, .jpg, .tif, .npy, ...)")
     store.check_classes_file()
-    from rloss.tools.annotate.engine import Engine, load_predictor
+    from rloss.tools.annotate.engine import Engine
+    from rloss.tools.prior import load_predictor
 
-    predictor = load_predictor(args.checkpoint, len(store.classes)) if args.checkpoint else None
+    predictor = load_predictor(args.checkpoint, len(store.classes), "--classes") if args.checkpoint else None
     engine = Engine(predictor, args.width)
     sock = listen(args.host, args.port)
     serve(store, engine, sock, args.host)
