@@ -298,8 +298,10 @@ def run(method: Method, cases: list[Case]) -> tuple[list[float], float]:
     return scores, (time.perf_counter() - start) / max(1, len(cases))
 
 
-def best_beta(cases: list[Case]) -> float:
-    """The random walker beta of BETAS with the best mean score on ``cases`` (a tuning split)."""
+def best_beta(cases: list[Case], limit: int, seed: int) -> float:
+    """The random walker beta of BETAS with the best mean score on up to ``limit`` of ``cases`` (a
+    tuning split; drawn with ``seed``, in their order)."""
+    cases = [cases[i] for i in np.sort(np.random.default_rng(seed).permutation(len(cases))[:limit])]
     means = {beta: float(np.mean(run(lambda i, s, b=beta: random_walker(i, s, b), cases)[0])) for beta in BETAS}
     return max(means, key=means.__getitem__)
 
@@ -327,7 +329,7 @@ def benchmark(cases: list[Case], tune_limit: int, seed: int) -> str:
              "|---|---|---|---|---|---|---|---|---|---|"]
     for (dataset, kind), group in groups(cases, "test").items():
         tune = tuning.get((dataset, kind), group)
-        beta = best_beta([tune[i] for i in np.sort(np.random.default_rng(seed).permutation(len(tune))[:tune_limit])])
+        beta = best_beta(tune, tune_limit, seed)
         ours, walker = run(propagate, group), run(lambda i, s: random_walker(i, s, beta), group)
         nearest = run(lambda i, s: voronoi_baseline(s), group)
         means = [float(np.mean(x[0])) for x in (ours, walker, nearest)]
@@ -354,21 +356,22 @@ def tuning_table(cases: list[Case], variants: dict[str, Method]) -> str:
     return "\n".join(lines)
 
 
-def _patched(**constants: object) -> Method:
-    """``propagate`` with module constants of :mod:`rloss.tools.propagate` replaced while it runs."""
+def _patched(method: Method = propagate, **constants: object) -> Method:
+    """``method`` (default ``propagate``) with module constants of :mod:`rloss.tools.propagate`
+    replaced while it runs."""
     import rloss.tools.propagate as module
 
-    def method(image: Tensor, scribbles: Tensor) -> Tensor:
+    def patched(image: Tensor, scribbles: Tensor) -> Tensor:
         saved = {name: getattr(module, name) for name in constants}
         try:
             for name, value in constants.items():
                 setattr(module, name, value)
-            return propagate(image, scribbles)
+            return method(image, scribbles)
         finally:
             for name, value in saved.items():
                 setattr(module, name, value)
 
-    return method
+    return patched
 
 
 def _rank_equalized(images: Tensor) -> Tensor:
@@ -459,7 +462,6 @@ def prior_table(cases: list[Case], checkpoint: Path, seed: int, tune_limit: int)
     with the prior (PRIOR_POWERS), the random walker (beta chosen on the tuning split) and nearest
     scribble, on the tuning slices (the network's training patients, whose scribbles it was trained
     on) and on the held-out ones (never seen by the network, never tuned on)."""
-    import rloss.tools.propagate as module
     from rloss.tools.annotate.engine import Engine
     from rloss.tools.prior import load_predictor
 
@@ -468,23 +470,16 @@ def prior_table(cases: list[Case], checkpoint: Path, seed: int, tune_limit: int)
     if not all(splits.values()):
         raise SystemExit("--acdc-checkpoint needs the ACDC slices: give --acdc-root")
 
-    def with_prior(power: float) -> Method:
-        def method(image: Tensor, scribbles: Tensor) -> Tensor:
-            saved, module.PRIOR_POWER = module.PRIOR_POWER, power
-            try:
-                mask = engine.dense_mask(f"{id(image)}", image.numpy(), scribbles.numpy().astype(np.uint8))
-            finally:
-                module.PRIOR_POWER = saved
-            return torch.from_numpy(mask.astype(np.int64))
-
-        return method
+    def page_mask(image: Tensor, scribbles: Tensor) -> Tensor:  # the network's prediction cached per image
+        mask = engine.dense_mask(f"{id(image)}", image.numpy(), scribbles.numpy().astype(np.uint8))
+        return torch.from_numpy(mask.astype(np.int64))
 
     tune = splits["tune"]
-    beta = best_beta([tune[i] for i in np.sort(np.random.default_rng(seed).permutation(len(tune))[:tune_limit])])
+    beta = best_beta(tune, tune_limit, seed)
     methods: dict[str, Method] = {
-        "network alone": lambda i, s: with_prior(0.0)(i, torch.full_like(s, IGNORE_INDEX)),
+        "network alone": lambda i, s: page_mask(i, torch.full_like(s, IGNORE_INDEX)),
         "rloss propagate (no prior)": propagate,
-        **{f"rloss propagate + network prior, power {p:g}": with_prior(p) for p in PRIOR_POWERS},
+        **{f"rloss propagate + network prior, power {p:g}": _patched(page_mask, PRIOR_POWER=p) for p in PRIOR_POWERS},
         f"random walker (beta {beta:g})": lambda i, s: random_walker(i, s, beta),
         "nearest scribble": lambda i, s: voronoi_baseline(s),
     }
